@@ -1,0 +1,73 @@
+/*
+ * Adam and AdamW (torch.optim.Adam / AdamW, foreach=False):
+ *
+ *   d = -g if maximize else g
+ *   decoupled:  p = p * (1 - lr * weight_decay)      else:  d += weight_decay * p
+ *   exp_avg = lerp(exp_avg, d, 1 - beta1)
+ *   exp_avg_sq = exp_avg_sq * beta2 + ((1 - beta2) * d) * d
+ *   amsgrad:  max_exp_avg_sq = maximum(max_exp_avg_sq, exp_avg_sq);  v = max_exp_avg_sq
+ *   else:     v = exp_avg_sq
+ *   p = p + (-step_size * exp_avg) / (sqrt(v) / bias_correction2_sqrt + eps)
+ *
+ * with bias_correction1 = 1 - beta1**step, step_size = lr / bias_correction1 and
+ * bias_correction2_sqrt = (1 - beta2**step)**0.5, computed in double.
+ *
+ * buffers: param grad exp_avg exp_avg_sq max_exp_avg_sq
+ * hyper:   step lr beta1 beta2 eps weight_decay amsgrad maximize decoupled_weight_decay
+ */
+static FO_INLINE void FN(adam_body)(T *restrict p, const T *restrict g, T *restrict m,
+                                    T *restrict v, T *restrict vmax, int64_t begin,
+                                    int64_t end, T sign, T wd, T decay, T w, T one_minus_w,
+                                    T beta2, T one_minus_beta2, T bc2_sqrt, T eps,
+                                    T neg_step_size, const int WD, const int DECOUPLED,
+                                    const int AMSGRAD, const int SMALL)
+{
+    for (int64_t i = begin; i < end; i++) {
+        T d = sign * g[i];
+        T x = p[i];
+        if (WD) {
+            if (DECOUPLED) x = x * decay;
+            else d = d + wd * x;
+        }
+        T mi = FN(fo_lerp)(m[i], d, w, one_minus_w, SMALL);
+        m[i] = mi;
+        T vi = v[i] * beta2 + (one_minus_beta2 * d) * d;
+        v[i] = vi;
+        if (AMSGRAD) {
+            vi = FN(fo_maximum)(vmax[i], vi);
+            vmax[i] = vi;
+        }
+        p[i] = x + (neg_step_size * mi) / (SQRT(vi) / bc2_sqrt + eps);
+    }
+}
+
+FO_KERNEL void FN(adam)(char *const *buf, int64_t begin, int64_t end, const double *h)
+{
+    T *p = (T *)buf[0];
+    const T *g = (const T *)buf[1];
+    T *m = (T *)buf[2], *v = (T *)buf[3], *vmax = (T *)buf[4];
+    const double step = h[0], lr = h[1], beta1 = h[2], beta2 = h[3], eps = h[4];
+    const double weight_decay = h[5];
+    const int amsgrad = h[6] != 0, maximize = h[7] != 0, decoupled = h[8] != 0;
+    const double bias_correction1 = 1 - pow(beta1, step);
+    const double bias_correction2 = 1 - pow(beta2, step);
+    const double step_size = lr / bias_correction1;
+    const double bias_correction2_sqrt = pow(bias_correction2, 0.5);
+    const T sign = maximize ? (T)-1 : (T)1;
+    const T w = (T)(1 - beta1), one_minus_w = (T)1 - w;
+    const int small = (w < 0 ? -w : w) < (T)0.5;
+    const T wd = (T)weight_decay, decay = (T)(1 - lr * weight_decay);
+    const T tb2 = (T)beta2, omb2 = (T)(1 - beta2), bc2s = (T)bias_correction2_sqrt;
+    const T te = (T)eps, nss = (T)(-step_size);
+#define FO_ADAM(W, D, A, S) FN(adam_body)(p, g, m, v, vmax, begin, end, sign, wd, decay, w, one_minus_w, tb2, omb2, bc2s, te, nss, W, D, A, S)
+#define FO_ADAM_AS(W, D)                                                    \
+    do {                                                                    \
+        if (amsgrad) { if (small) FO_ADAM(W, D, 1, 1); else FO_ADAM(W, D, 1, 0); } \
+        else         { if (small) FO_ADAM(W, D, 0, 1); else FO_ADAM(W, D, 0, 0); } \
+    } while (0)
+    if (weight_decay == 0) FO_ADAM_AS(0, 0);
+    else if (decoupled) FO_ADAM_AS(1, 1);
+    else FO_ADAM_AS(1, 0);
+#undef FO_ADAM_AS
+#undef FO_ADAM
+}

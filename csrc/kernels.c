@@ -1,0 +1,49 @@
+/*
+ * The fastopt kernels: every algorithm of algos/ instantiated for float32 and
+ * float64, the kernel table the Python layer reads, and the task runner.
+ */
+#include <math.h>
+#include <stddef.h>
+
+#include "fastopt.h"
+
+#define FO_INLINE inline __attribute__((always_inline))
+#define FO_KERNEL
+
+#define T float
+#define SFX f32
+#define SQRT sqrtf
+#include "kernels_impl.h"
+#undef T
+#undef SFX
+#undef SQRT
+
+#define T double
+#define SFX f64
+#define SQRT sqrt
+#include "kernels_impl.h"
+#undef T
+#undef SFX
+#undef SQRT
+
+#define FO_ENTRY(name, buffers, hyper) {#name, name##_f32, name##_f64, buffers, hyper}
+
+const fo_kernel_entry fo_kernels[] = {
+    FO_ENTRY(sgd, "param grad momentum_buffer",
+             "lr momentum dampening weight_decay nesterov maximize first_step"),
+    FO_ENTRY(adagrad, "param grad sum", "step lr lr_decay weight_decay eps maximize"),
+    FO_ENTRY(rmsprop, "param grad square_avg momentum_buffer grad_avg",
+             "step lr alpha eps weight_decay momentum centered maximize"),
+    FO_ENTRY(adadelta, "param grad square_avg acc_delta",
+             "step lr rho eps weight_decay maximize"),
+    FO_ENTRY(adam, "param grad exp_avg exp_avg_sq max_exp_avg_sq",
+             "step lr beta1 beta2 eps weight_decay amsgrad maximize decoupled_weight_decay"),
+};
+const int fo_nkernels = (int)(sizeof(fo_kernels) / sizeof(fo_kernels[0]));
+
+void fo_run(const fo_task *tasks, int64_t ntasks)
+{
+    for (int64_t t = 0; t < ntasks; t++) {
+        if (tasks[t].n > 0) tasks[t].fn(tasks[t].buf, 0, tasks[t].n, tasks[t].hyper);
+    }
+}

@@ -1,0 +1,33 @@
+/*
+ * Element-type template for the kernels: included once per element type by
+ * kernels.c with T (the element type), SFX (its suffix) and SQRT (its square root)
+ * defined.  Each algorithm lives in algos/<name>.h and defines FN(<name>), a
+ * fo_kernel_fn.
+ *
+ * The pattern in every algorithm: an always-inline body that takes its options as
+ * `const int` arguments, and an exported kernel that calls the body once per option
+ * combination with literal constants, so that each combination compiles to its own
+ * branch-free, vectorizable loop.
+ */
+#define FO_CAT_(a, b) a##_##b
+#define FO_CAT(a, b) FO_CAT_(a, b)
+#define FN(name) FO_CAT(name, SFX)
+
+/* torch's lerp (ATen's scalar formula): the weight is cast to the element type and
+ * the branch that keeps the result exact at the nearer end is taken. */
+static FO_INLINE T FN(fo_lerp)(T self, T end, T weight, T one_minus_weight, const int small)
+{
+    return small ? self + weight * (end - self) : end - (end - self) * one_minus_weight;
+}
+
+/* torch.maximum / np.maximum: NaN in either argument propagates. */
+static FO_INLINE T FN(fo_maximum)(T a, T b)
+{
+    return (a != a || a > b) ? a : b;
+}
+
+#include "algos/sgd.h"
+#include "algos/adagrad.h"
+#include "algos/rmsprop.h"
+#include "algos/adadelta.h"
+#include "algos/adam.h"

@@ -1,0 +1,57 @@
+"""Shared helpers for tests generated from the algorithm registry."""
+import numpy as np
+import pytest
+
+import fastopt
+
+ALGORITHMS = list(fastopt.ALGORITHMS.values())
+DTYPES = [np.float32, np.float64]
+
+
+def config_id(config):
+    return ",".join(f"{k}={v}" for k, v in config.items()) or "defaults"
+
+
+def algorithm_configs():
+    """(algorithm, hyperparameters) for every test configuration of every algorithm."""
+    cases = []
+    for algorithm in ALGORITHMS:
+        for config in algorithm.configs:
+            cases.append(pytest.param(algorithm, dict(algorithm.defaults, **config),
+                                      id=f"{algorithm.name}[{config_id(config)}]"))
+    return cases
+
+
+def functional_kwargs(algorithm, hyper, step, first_step):
+    """Keyword arguments of `algorithm`'s functional kernel for a group `hyper`."""
+    kwargs = {h.name: hyper[h.name] for h in algorithm.hyper if h.kernel_names != ()}
+    if algorithm.tracks_step:
+        kwargs["step"] = step
+    if "first_step" in algorithm.per_param:
+        kwargs["first_step"] = first_step
+    return kwargs
+
+
+def new_state(algorithm, hyper, param):
+    """State buffers for the functional API; kernel-initialized ones start as NaN,
+    so a kernel that reads them on the first step is caught."""
+    buffers = []
+    for spec in algorithm.state:
+        if not spec.needed(hyper):
+            buffers.append(None)
+        elif spec.fill is None:
+            buffers.append(np.full_like(param, np.nan))
+        else:
+            buffers.append(np.full_like(param, spec.fill(hyper)))
+    return buffers
+
+
+def random_problem(rng, n, dtype, steps):
+    """A parameter and `steps` gradients of `n` elements, with a spread of magnitudes."""
+    param = (rng.standard_normal(n) * 2.0).astype(dtype)
+    grads = []
+    for _ in range(steps):
+        g = rng.standard_normal(n) * np.exp(rng.uniform(-6, 2, n))
+        g[rng.random(n) < 0.05] = 0.0
+        grads.append(g.astype(dtype))
+    return param, grads

@@ -1,0 +1,65 @@
+"""fastopt's optimizer classes against torch.optim (foreach=False), for every algorithm
+torch has, in every test configuration: parameters and every state buffer over 30
+steps, with two parameter groups and a skipped gradient."""
+import numpy as np
+import pytest
+
+from conftest import DTYPES, algorithm_configs
+
+torch = pytest.importorskip("torch")
+
+STEPS = 30
+TOL = {np.float32: 2e-4, np.float64: 1e-9}
+
+
+def torch_kwargs(algorithm, hyper):
+    kwargs = dict(hyper)
+    if algorithm.torch in ("SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta"):
+        kwargs["foreach"] = False
+    return kwargs
+
+
+def torch_cases():
+    return [case for case in algorithm_configs() if case.values[0].torch is not None]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("algorithm,hyper", torch_cases())
+def test_matches_torch(algorithm, hyper, dtype):
+    rng = np.random.default_rng(7)
+    shapes = [(31,), (4, 9), (0,), (1,)]
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    start = [p.copy() for p in params]
+    tparams = [torch.tensor(p.copy(), requires_grad=True) for p in params]
+    ours = algorithm.cls([{"params": params[:2]}, {"params": params[2:], "lr": hyper["lr"] / 2}],
+                         **hyper)
+    theirs = getattr(torch.optim, algorithm.torch)(
+        [{"params": tparams[:2]}, {"params": tparams[2:], "lr": hyper["lr"] / 2}],
+        **torch_kwargs(algorithm, hyper))
+    for step in range(STEPS):
+        grads = [(rng.standard_normal(p.shape) * np.exp(rng.uniform(-3, 1))).astype(dtype)
+                 for p in params]
+        if step % 7 == 3:
+            grads[0] = None  # a skipped parameter keeps its state and step count
+        for tp, g in zip(tparams, grads):
+            tp.grad = None if g is None else torch.from_numpy(g.copy())
+        ours.step(grads)
+        theirs.step()
+    tol = TOL[dtype]
+    for i, (p, tp, p0) in enumerate(zip(params, tparams, start)):
+        expected = tp.detach().numpy()
+        moved = np.max(np.abs(expected - p0), initial=0.0)
+        assert np.max(np.abs(p - expected), initial=0.0) <= tol * max(moved, 1e-30), f"params[{i}]"
+        tstate = theirs.state[tp]
+        mine = ours.state.get(i, {})
+        for key, value in tstate.items():
+            if key == "step":
+                assert mine["step"] == int(value.item()), key
+                continue
+            if value is None:
+                continue
+            value = value.numpy()
+            scale = np.max(np.abs(value), initial=0.0)
+            assert np.max(np.abs(mine[key] - value), initial=0.0) <= tol * max(scale, 1e-30), \
+                f"state[{i}][{key!r}]"

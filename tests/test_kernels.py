@@ -23,8 +23,7 @@ STEPS = 20
 def test_kernel_matches_reference(algorithm, hyper, dtype):
     rng = np.random.default_rng(0)
     for n in SIZES:
-        steps = STEPS if n < 5000 else 5
-        param, grads = random_problem(rng, n, dtype, steps)
+        param, grads = random_problem(rng, n, dtype, STEPS)
         ref_param = param.copy()
         state = new_state(algorithm, hyper, param)
         ref_state = [None if b is None else b.copy() for b in state]

@@ -231,13 +231,16 @@ def _parse_value(text, default, key, spec):
             return False
         raise fail("true or false")
     if isinstance(default, int):
+        # torch writes some float defaults as ints (SGD's momentum=0), so an
+        # int default takes a float too; the constructor has the last word
         try:
-            number = float(text)
+            return int(text)
         except ValueError:
-            raise fail("an integer") from None
-        if not number.is_integer():
-            raise fail("an integer")
-        return int(number)
+            pass
+        try:
+            return float(text)
+        except ValueError:
+            raise fail("a number") from None
     if isinstance(default, float):
         try:
             return float(text)

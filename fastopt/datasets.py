@@ -78,7 +78,7 @@ class Dataset:
         return len(self.class_names)
 
 
-def make_spirals(n_per_class: int = 300, n_classes: int = 3, *, turns: float = 1.0,
+def make_spirals(n_per_class: int = 300, n_classes: int = 3, *, turns: float = 0.75,
                  noise: float = 0.25, seed: int = 0) -> Dataset:
     """Generate interleaved spiral arms, one arm per class.
 

@@ -36,6 +36,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -546,6 +547,9 @@ class Progress:
         if not force and now - self._last_draw < 0.1:
             return
         self._last_draw = now
+        # a line wider than the terminal wraps, and "\r" then redraws only its tail
+        width = shutil.get_terminal_size((80, 24)).columns - 1
+        text = text[:width]
         padding = " " * max(0, self._drawn_width - len(text))
         self.stream.write("\r" + text + padding)
         self.stream.flush()

@@ -243,3 +243,12 @@ def test_progress_redraws_on_a_terminal_and_not_elsewhere():
         assert text.endswith("\n") and "[1/1] Mini-batch SGD: train loss" in text
         if not live:
             assert text.count("\n") == 1
+
+
+def test_live_line_fits_the_terminal(monkeypatch):
+    monkeypatch.setattr(compare.shutil, "get_terminal_size",
+                        lambda fallback: os.terminal_size((40, 24)))
+    stream = FakeTerminal()
+    progress = compare.Progress(stream, 1)
+    progress.start(1, "a label far longer than forty columns of terminal")
+    assert all(len(piece) <= 39 for piece in stream.getvalue().split("\r"))

@@ -778,7 +778,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--optimizers", nargs="+", action="extend", metavar="SPEC",
                         help="optimizers to compare (default: all presets)")
     parser.add_argument("--tune", action="store_true",
-                        help="try each learning rate times " + ", ".join(f"{f:g}" for f in TUNE_FACTORS)
+                        help="try each learning rate times "
+                             + ", ".join(f"{factor:g}" for factor in TUNE_FACTORS)
                              + " and keep the one with the best validation loss")
     parser.add_argument("--data", metavar="FILE",
                         help="CSV (features..., label per row) or .npz (X, y) to use instead "

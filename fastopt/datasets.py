@@ -194,7 +194,8 @@ def _read_npz(path):
         raise DataError(f"{path}: features {feature_key!r} must be 2-D (samples x features), "
                         f"got shape {features.shape}")
     if features.dtype.kind not in "biuf":
-        raise DataError(f"{path}: features {feature_key!r} must be numeric, got dtype {features.dtype}")
+        raise DataError(f"{path}: features {feature_key!r} must be numeric, "
+                        f"got dtype {features.dtype}")
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1:
@@ -231,7 +232,8 @@ def _read_csv(path):
     labels = []
     for index, (line_number, row) in enumerate(rows):
         if len(row) != n_columns:
-            raise DataError(f"{path}: line {line_number} has {len(row)} columns, expected {n_columns}")
+            raise DataError(f"{path}: line {line_number} has {len(row)} columns, "
+                            f"expected {n_columns}")
         for column, cell in enumerate(row[:-1]):
             try:
                 features[index, column] = float(cell)

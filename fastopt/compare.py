@@ -531,7 +531,7 @@ class Progress:
         if not self.enabled:
             return
         outcome = ("diverged" if result.diverged
-                   else f"train loss {result.final_train_loss:.4g}, "
+                   else f"train loss {result.final_train_loss:.4f}, "
                         f"val acc {100 * result.final_validation_accuracy:.1f}%")
         self._write_line(f"[{self._index}/{self.n_runs}] {self._label}: {outcome} "
                          f"({result.train_seconds:.1f} s)")
@@ -879,8 +879,8 @@ def run(args, argv, stdout, stderr) -> int:
 
     print(file=stdout)
     print(format_table(results, args.target_loss), file=stdout)
-    print(f"\nTime: training time per optimizer, not counting the per-epoch loss evaluation; "
-          f"'In step' is its share spent in optimizer.step.", file=stdout)
+    print("\nTime: training only, without the per-epoch loss evaluation; "
+          "In step: its share in optimizer.step.", file=stdout)
 
     if args.out:
         chart_path = os.path.join(args.out, CHART_NAME)

@@ -531,7 +531,7 @@ class Progress:
         if not self.enabled:
             return
         outcome = ("diverged" if result.diverged
-                   else f"train loss {result.final_train_loss:.4f}, "
+                   else f"train loss {_format_loss(result.final_train_loss)}, "
                         f"val acc {100 * result.final_validation_accuracy:.1f}%")
         self._write_line(f"[{self._index}/{self.n_runs}] {self._label}: {outcome} "
                          f"({result.train_seconds:.1f} s)")
@@ -565,6 +565,10 @@ class Progress:
         self.stream.flush()
 
 
+def _format_loss(loss):
+    return f"{loss:.4f}" if loss < 1000 else f"{loss:.3e}"
+
+
 def format_table(results, target_loss: float) -> str:
     """The comparison as a plain-text table.
 
@@ -589,7 +593,7 @@ def format_table(results, target_loss: float) -> str:
             result.spec.label,
             f"{lr:g}" if isinstance(lr, (int, float)) else "-",
             str(result.batch_size),
-            "diverged" if result.diverged else f"{result.final_train_loss:.4f}",
+            "diverged" if result.diverged else _format_loss(result.final_train_loss),
             f"{100 * result.final_validation_accuracy:.1f}%",
             "-" if epochs_to_target is None else str(epochs_to_target),
             f"{result.train_seconds:.2f}",
@@ -733,6 +737,16 @@ def _positive_int(text):
     return value
 
 
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def _positive_float(text):
     try:
         value = float(text)
@@ -792,7 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden", type=_hidden_sizes, default=_hidden_sizes(DEFAULT_HIDDEN),
                         metavar="WIDTHS",
                         help=f"hidden layer widths, comma-separated (default {DEFAULT_HIDDEN})")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of the split, the initial weights and the batch order "
                              "(default 0)")
     parser.add_argument("--target-loss", type=_positive_float, default=DEFAULT_TARGET_LOSS,

@@ -129,6 +129,7 @@ def single_class_npz(tmp_path):
     (["--data", "SINGLE_CLASS_NPZ"], "need at least 2 classes"),
     (["--epochs", "0"], "--epochs"),
     (["--hidden", "wide"], "--hidden"),
+    (["--seed", "-1"], "non-negative integer"),
     (["--validation-fraction", "1.5"], "between 0 and 1"),
     (["--no-such-flag"], "unrecognized arguments"),
 ])

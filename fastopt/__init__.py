@@ -24,3 +24,8 @@ del _algorithm
 
 __all__ = ["ALGORITHMS", "Algorithm", "Optimizer", "get_algorithm", "functional",
            "reference", "__version__"] + [a.cls_name for a in ALGORITHMS.values()]
+
+# Around a step: gradient clipping.
+from ._ops import clip_grad_norm_, clip_grad_value_  # noqa: E402
+
+__all__ += ["clip_grad_norm_", "clip_grad_value_"]

@@ -55,7 +55,10 @@ cdef struct _Buf:
 
 cdef int _buf_cmp(const void *a, const void *b) noexcept nogil:
     cdef uintptr_t x = (<const _Buf *>a).start, y = (<const _Buf *>b).start
-    return (x > y) - (x < y)
+    cdef Py_ssize_t i = (<const _Buf *>a).index, j = (<const _Buf *>b).index
+    if x != y:
+        return (x > y) - (x < y)
+    return (i > j) - (i < j)  # ties in input order, so messages are deterministic
 
 
 cdef int _check_overlap(_Buf *bufs, Py_ssize_t n, list labels) except -1:
@@ -75,9 +78,9 @@ cdef int _check_overlap(_Buf *bufs, Py_ssize_t n, list labels) except -1:
         qsort(spans, m, sizeof(_Buf), _buf_cmp)
         for i in range(m):
             if far_written >= 0 and spans[i].start < spans[far_written].end:
-                _raise_overlap(labels[spans[far_written].index], labels[spans[i].index])
+                _raise_overlap(spans[far_written], spans[i], labels)
             if spans[i].writable and far_all >= 0 and spans[i].start < spans[far_all].end:
-                _raise_overlap(labels[spans[far_all].index], labels[spans[i].index])
+                _raise_overlap(spans[far_all], spans[i], labels)
             if far_all < 0 or spans[i].end > spans[far_all].end:
                 far_all = i
             if spans[i].writable and (far_written < 0 or spans[i].end > spans[far_written].end):
@@ -87,7 +90,11 @@ cdef int _check_overlap(_Buf *bufs, Py_ssize_t n, list labels) except -1:
     return 0
 
 
-cdef int _raise_overlap(str first, str second) except -1:
+cdef int _raise_overlap(_Buf a, _Buf b, list labels) except -1:
+    first, second = labels[a.index], labels[b.index]
+    if a.start == b.start and a.end == b.end:
+        raise ValueError(f"{first} and {second} are the same memory; every buffer must be "
+                         "distinct")
     raise ValueError(f"{first} and {second} overlap in memory; an in-place update over "
                      "overlapping buffers depends on the order of the writes")
 

@@ -10,6 +10,15 @@
 
 #define FO_INLINE static inline __attribute__((always_inline))
 
+/* Runtime ISA dispatch for the loops (GCC's target_clones, resolved once at load):
+ * wider vectors, same operations in the same order, so the same bits on every CPU
+ * (no FMA: -ffp-contract=off forbids contraction whatever the target allows). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FO_DISPATCH __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FO_DISPATCH
+#endif
+
 /* The per-element term of a sum norm, in double (exact for float32 squares). */
 #define FO_TERM(v, kind, p) \
     ((kind) == FO_NORM_ONE ? fabs(v) : (kind) == FO_NORM_TWO ? (v) * (v) : pow(fabs(v), p))
@@ -47,7 +56,7 @@ FO_INLINE double fo_max_nan(double a, double b)
     }                                                                                    \
                                                                                          \
     /* Blocks [b0, b1) of x (n elements in all), combined by the pairwise tree. */      \
-    static double fo_tree_##SFX(const T *x, int64_t n, int64_t b0, int64_t b1,           \
+    FO_DISPATCH static double fo_tree_##SFX(const T *x, int64_t n, int64_t b0, int64_t b1,           \
                                 const int kind, double p)                                \
     {                                                                                    \
         if (b1 - b0 == 1) {                                                              \
@@ -72,13 +81,13 @@ FO_INLINE double fo_max_nan(double a, double b)
         return fo_tree_##SFX(x, n, 0, (n + FO_NORM_BLOCK - 1) / FO_NORM_BLOCK, kind, p); \
     }                                                                                    \
                                                                                          \
-    void fo_scale_##SFX(T *restrict x, int64_t n, double coef)                           \
+    FO_DISPATCH void fo_scale_##SFX(T *restrict x, int64_t n, double coef)                           \
     {                                                                                    \
         const T c = (T)coef;                                                             \
         for (int64_t i = 0; i < n; i++) x[i] = x[i] * c;                                 \
     }                                                                                    \
                                                                                          \
-    void fo_clamp_##SFX(T *restrict x, int64_t n, double clip)                           \
+    FO_DISPATCH void fo_clamp_##SFX(T *restrict x, int64_t n, double clip)                           \
     {                                                                                    \
         const T hi = (T)clip, lo = -(T)clip;                                             \
         for (int64_t i = 0; i < n; i++) {                                                \
@@ -87,7 +96,7 @@ FO_INLINE double fo_max_nan(double a, double b)
         }                                                                                \
     }                                                                                    \
                                                                                          \
-    int fo_all_finite_##SFX(const T *restrict x, int64_t n)                             \
+    FO_DISPATCH int fo_all_finite_##SFX(const T *restrict x, int64_t n)                             \
     {                                                                                    \
         /* v - v is 0 for a finite v and NaN for NaN or +-inf; blocks allow an early   \
          * exit without a data-dependent branch in the vectorized loop. */              \

@@ -193,3 +193,12 @@ def test_constructor_rejects_bad_combinations():
     with pytest.raises(TypeError, match="iterable of fastopt optimizers"):
         fastopt.MultiOptimizer(3)
     assert "SGD" in repr(fastopt.MultiOptimizer([sgd, fastopt.Adam([b])]))
+
+
+def test_parameters_sharing_memory_across_optimizers_are_rejected_at_step():
+    base = np.zeros(10)
+    multi = fastopt.MultiOptimizer([fastopt.SGD([base[:6]], lr=0.1),
+                                    fastopt.Adam([base[4:]], lr=0.1)])
+    with pytest.raises(ValueError, match=r"params\[0\] and params\[1\] overlap"):
+        multi.step([np.ones(6), np.ones(6)])
+    np.testing.assert_array_equal(base, 0.0)

@@ -50,7 +50,9 @@ cdef struct _Buf:
     uintptr_t start
     uintptr_t end
     int writable
-    Py_ssize_t index
+    Py_ssize_t index   # position in the table (ties in the overlap sort keep it)
+    int kind           # _PARAMS or _GRADS, for messages
+    Py_ssize_t number  # the user's index in that list, for messages
 
 
 cdef int _buf_cmp(const void *a, const void *b) noexcept nogil:
@@ -61,7 +63,7 @@ cdef int _buf_cmp(const void *a, const void *b) noexcept nogil:
     return (i > j) - (i < j)  # ties in input order, so messages are deterministic
 
 
-cdef int _check_overlap(_Buf *bufs, Py_ssize_t n, list labels) except -1:
+cdef int _check_overlap(_Buf *bufs, Py_ssize_t n) except -1:
     """Reject any overlap between a written buffer and any other (sorted sweep).
 
     Sorts a copy, so `bufs` keeps the caller's order; size-0 buffers own no memory.
@@ -78,9 +80,9 @@ cdef int _check_overlap(_Buf *bufs, Py_ssize_t n, list labels) except -1:
         qsort(spans, m, sizeof(_Buf), _buf_cmp)
         for i in range(m):
             if far_written >= 0 and spans[i].start < spans[far_written].end:
-                _raise_overlap(spans[far_written], spans[i], labels)
+                _raise_overlap(spans[far_written], spans[i])
             if spans[i].writable and far_all >= 0 and spans[i].start < spans[far_all].end:
-                _raise_overlap(spans[far_all], spans[i], labels)
+                _raise_overlap(spans[far_all], spans[i])
             if far_all < 0 or spans[i].end > spans[far_all].end:
                 far_all = i
             if spans[i].writable and (far_written < 0 or spans[i].end > spans[far_written].end):
@@ -90,8 +92,8 @@ cdef int _check_overlap(_Buf *bufs, Py_ssize_t n, list labels) except -1:
     return 0
 
 
-cdef int _raise_overlap(_Buf a, _Buf b, list labels) except -1:
-    first, second = labels[a.index], labels[b.index]
+cdef int _raise_overlap(_Buf a, _Buf b) except -1:
+    first, second = _label(a.kind, a.number), _label(b.kind, b.number)
     if a.start == b.start and a.end == b.end:
         raise ValueError(f"{first} and {second} are the same memory; every buffer must be "
                          "distinct")
@@ -99,8 +101,22 @@ cdef int _raise_overlap(_Buf a, _Buf b, list labels) except -1:
                      "overlapping buffers depends on the order of the writes")
 
 
-cdef int _check_array(object obj, str label, bint writable) except -1:
+cdef enum:
+    _PARAMS = 0
+    _GRADS = 1
+
+
+cdef str _label(int kind, Py_ssize_t number):
+    """A buffer's name in messages; built only when a message needs it."""
+    return f"{'params' if kind == _PARAMS else 'grads'}[{number}]"
+
+
+cdef int _check_array(object obj, int kind, Py_ssize_t number, bint writable) except -1:
     """Type, dtype, byte order, layout and (if written) writeability of one buffer."""
+    if (cnp.PyArray_Check(obj) and _usable(<cnp.ndarray>obj)
+            and (not writable or cnp.PyArray_ISWRITEABLE(<cnp.ndarray>obj))):
+        return 0
+    cdef str label = _label(kind, number)
     if not cnp.PyArray_Check(obj):
         raise TypeError(f"{label} must be a numpy.ndarray, got {type(obj).__name__}")
     cdef cnp.ndarray a = <cnp.ndarray>obj
@@ -119,7 +135,15 @@ cdef int _check_array(object obj, str label, bint writable) except -1:
     return 0
 
 
-cdef void _fill(_Buf *b, cnp.ndarray a, bint writable, Py_ssize_t index):
+cdef inline bint _usable(cnp.ndarray a):
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    return ((typenum == cnp.NPY_FLOAT32 or typenum == cnp.NPY_FLOAT64)
+            and cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and cnp.PyArray_ISALIGNED(a))
+
+
+cdef void _fill(_Buf *b, cnp.ndarray a, bint writable, Py_ssize_t index, int kind,
+                Py_ssize_t number):
     b.data = <char *>cnp.PyArray_DATA(a)
     b.n = cnp.PyArray_SIZE(a)
     b.is_f32 = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
@@ -127,6 +151,8 @@ cdef void _fill(_Buf *b, cnp.ndarray a, bint writable, Py_ssize_t index):
     b.end = b.start + <uintptr_t>cnp.PyArray_NBYTES(a)
     b.writable = writable
     b.index = index
+    b.kind = kind
+    b.number = number
 
 
 cdef list _grad_list(grads):
@@ -161,7 +187,6 @@ cdef class _Bufs:
 cdef _Bufs _writable_grads(grads):
     cdef list items = _grad_list(grads)
     cdef _Bufs out = _Bufs()
-    cdef list labels = []
     cdef Py_ssize_t i
     out.keep = []
     out.bufs = <_Buf *>malloc(max(len(items), 1) * sizeof(_Buf))
@@ -170,13 +195,11 @@ cdef _Bufs _writable_grads(grads):
     for i, g in enumerate(items):
         if g is None:
             continue
-        label = f"grads[{i}]"
-        _check_array(g, label, True)
-        _fill(&out.bufs[out.n], <cnp.ndarray>g, True, out.n)
-        labels.append(label)
+        _check_array(g, _GRADS, i, True)
+        _fill(&out.bufs[out.n], <cnp.ndarray>g, True, out.n, _GRADS, i)
         out.keep.append(g)
         out.n += 1
-    _check_overlap(out.bufs, out.n, labels)
+    _check_overlap(out.bufs, out.n)
     return out
 
 
@@ -308,6 +331,16 @@ def clip_grad_value_(grads, clip_value):
                 fo_clamp_f64(<double *>bufs.bufs[i].data, bufs.bufs[i].n, c)
 
 
+cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b):
+    cdef int d
+    if cnp.PyArray_NDIM(a) != cnp.PyArray_NDIM(b):
+        return False
+    for d in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_DIM(a, d) != cnp.PyArray_DIM(b, d):
+            return False
+    return True
+
+
 def check_grads(list params, grads, *, bint finite=False):
     """Check a step's gradients against its parameters; optionally scan for NaN/inf.
 
@@ -341,7 +374,6 @@ def check_grads(list params, grads, *, bint finite=False):
         raise ValueError(f"step() expected {nparams} gradients (one per parameter, None "
                          f"to skip), got {len(grads)}")
     cdef _Bufs table = _Bufs()
-    cdef list labels = []
     cdef cnp.ndarray param, grad
     cdef int ok = 1
     table.keep = [params, grads]
@@ -349,28 +381,25 @@ def check_grads(list params, grads, *, bint finite=False):
     if table.bufs == NULL:
         raise MemoryError()
     for i in range(nparams):
-        _check_array(params[i], f"params[{i}]", True)
+        _check_array(params[i], _PARAMS, i, True)
         param = <cnp.ndarray>params[i]
-        _fill(&table.bufs[nb], param, True, nb)
-        labels.append(f"params[{i}]")
+        _fill(&table.bufs[nb], param, True, nb, _PARAMS, i)
         nb += 1
         g = grads[i]
         if g is None:
             continue
-        label = f"grads[{i}]"
-        _check_array(g, label, False)
+        _check_array(g, _GRADS, i, False)
         grad = <cnp.ndarray>g
         if cnp.PyArray_TYPE(grad) != cnp.PyArray_TYPE(param):
-            raise TypeError(f"{label} has dtype {grad.dtype} but params[{i}] has dtype "
+            raise TypeError(f"grads[{i}] has dtype {grad.dtype} but params[{i}] has dtype "
                             f"{param.dtype}; they must match")
-        if (<object>grad).shape != (<object>param).shape:
-            raise ValueError(f"{label} has shape {(<object>grad).shape} but params[{i}] has "
-                             f"shape {(<object>param).shape}")
-        _fill(&table.bufs[nb], grad, False, nb)
-        labels.append(label)
+        if not _same_shape(grad, param):
+            raise ValueError(f"grads[{i}] has shape {(<object>grad).shape} but params[{i}] "
+                             f"has shape {(<object>param).shape}")
+        _fill(&table.bufs[nb], grad, False, nb, _GRADS, i)
         nb += 1
     table.n = nb
-    _check_overlap(table.bufs, nb, labels)
+    _check_overlap(table.bufs, nb)
     if not finite:
         return True
     with nogil:

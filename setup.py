@@ -60,4 +60,16 @@ extensions = [
     )
 ]
 
+extensions.append(
+    Extension(
+        "fastopt._ops",
+        sources=["fastopt/_ops.pyx", "csrc/ops.c"],
+        include_dirs=["csrc", np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=extra_link_args,
+        depends=["csrc/ops.h"],
+    )
+)
+
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

@@ -24,3 +24,10 @@ del _algorithm
 
 __all__ = ["ALGORITHMS", "Algorithm", "Optimizer", "get_algorithm", "functional",
            "reference", "__version__"] + [a.cls_name for a in ALGORITHMS.values()]
+
+# Around a step: several optimizers as one, gradient clipping, learning-rate schedules.
+from . import lr_scheduler  # noqa: E402
+from ._ops import clip_grad_norm_, clip_grad_value_  # noqa: E402
+from .multi import MultiOptimizer  # noqa: E402
+
+__all__ += ["MultiOptimizer", "clip_grad_norm_", "clip_grad_value_", "lr_scheduler"]

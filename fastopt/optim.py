@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _kernels, functional
+from . import _kernels, _ops, functional
 from ._buffers import check_param, new_state_buffer
 from ._registry import ALGORITHMS, Algorithm, get_algorithm
 
@@ -143,7 +143,10 @@ class Optimizer:
 
     # -- the step ----------------------------------------------------------------
 
-    def step(self, grads):
+    #: How many steps ``skip_if_nonfinite`` has skipped (counted per optimizer).
+    skipped_steps = 0
+
+    def step(self, grads, *, skip_if_nonfinite=False):
         """Update every parameter in place with its gradient.
 
         Parameters
@@ -152,6 +155,16 @@ class Optimizer:
             One gradient per parameter, in ``param_groups`` order; ``None`` skips that
             parameter (its state is neither created nor advanced).  Each gradient must
             have its parameter's dtype and shape and be C-contiguous; it is only read.
+        skip_if_nonfinite : bool, default False
+            First check every gradient (compiled, without the GIL); if any element is
+            NaN or +-inf, write nothing at all (no parameter, no state, no step count)
+            and add one to `skipped_steps`.
+
+        Returns
+        -------
+        bool or None
+            With `skip_if_nonfinite`: True if the step updated, False if it skipped.
+            Without it: None.
 
         Raises
         ------
@@ -160,7 +173,13 @@ class Optimizer:
             parameter is invalid.
         """
         with self._lock:
+            if skip_if_nonfinite and not _ops.check_grads(self.params, grads, finite=True):
+                for group in self.param_groups:  # bad input raises even when skipping
+                    self.algorithm.validate(group)
+                self.skipped_steps += 1
+                return False
             self._step(grads)
+        return True if skip_if_nonfinite else None
 
     def _step(self, grads):
         algorithm = self.algorithm

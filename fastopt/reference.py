@@ -12,6 +12,8 @@ bits.
 These functions favour being read over being fast: they allocate temporaries, and they
 check nothing; use :mod:`fastopt.functional` for real work.
 """
+import math
+
 import numpy as np
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw"]
@@ -117,3 +119,81 @@ def adamw(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, be
     adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, betas=betas,
          eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
          decoupled_weight_decay=True)
+
+
+# -- gradient clipping (twins of fastopt._ops) ---------------------------------------
+
+_NORM_BLOCK = 1024  # fastopt._ops.NORM_BLOCK
+_NORM_LANES = 8     # fastopt._ops.NORM_LANES
+
+
+def _norm_tree(block_sums, lo, hi, combine):
+    if hi - lo == 1:
+        return block_sums[lo]
+    mid = lo + (hi - lo) // 2
+    return combine(_norm_tree(block_sums, lo, mid, combine),
+                   _norm_tree(block_sums, mid, hi, combine))
+
+
+def _max_nan(a, b):
+    return a if (a != a or a > b) else b
+
+
+def _norm_partial(grad, norm_type):
+    """One buffer's sum of norm terms (or maximum), in the compiled order: blocks of
+    1024 elements, 8 sequential lanes per block (``cumsum`` adds strictly in order;
+    zero padding adds exact zeros), the lanes' fixed tree, then the blocks' pairwise
+    tree."""
+    x = np.abs(grad.ravel().astype(np.float64))
+    n = x.size
+    if n == 0:
+        return 0.0
+    if norm_type == np.inf or norm_type == 1.0:
+        terms = x
+    elif norm_type == 2.0:
+        terms = x * x
+    else:
+        terms = np.array([math.pow(v, norm_type) for v in x.tolist()])  # libm pow, as C
+    nblocks = -(-n // _NORM_BLOCK)
+    padded = np.zeros(nblocks * _NORM_BLOCK)
+    padded[:n] = terms
+    lanes = padded.reshape(nblocks, _NORM_BLOCK // _NORM_LANES, _NORM_LANES)
+    if norm_type == np.inf:
+        block = np.max(np.max(lanes, axis=1), axis=1)  # NaN propagates
+        return float(_norm_tree(block.tolist(), 0, nblocks, _max_nan))
+    acc = np.cumsum(lanes, axis=1)[:, -1, :]
+    block = (((acc[:, 0] + acc[:, 1]) + (acc[:, 2] + acc[:, 3]))
+             + ((acc[:, 4] + acc[:, 5]) + (acc[:, 6] + acc[:, 7])))
+    return float(_norm_tree(block.tolist(), 0, nblocks, lambda a, b: a + b))
+
+
+def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """NumPy twin of :func:`fastopt.clip_grad_norm_` (same order of every operation)."""
+    grads = [grads] if isinstance(grads, np.ndarray) else [g for g in grads if g is not None]
+    norm_type = float(norm_type)
+    total = 0.0
+    for g in grads:
+        part = _norm_partial(g, norm_type)
+        total = _max_nan(total, part) if norm_type == np.inf else total + part
+    if norm_type == 2.0:
+        total = math.sqrt(total)
+    elif norm_type not in (1.0, np.inf):
+        total = math.pow(total, 1.0 / norm_type)
+    if error_if_nonfinite and not math.isfinite(total):
+        raise RuntimeError(f"The total norm of order {norm_type} for gradients is non-finite")
+    coef = float(max_norm) / (total + 1e-6)
+    if coef < 1.0 or coef != coef:
+        for g in grads:
+            g *= g.dtype.type(coef)
+    return total
+
+
+def clip_grad_value_(grads, clip_value):
+    """NumPy twin of :func:`fastopt.clip_grad_value_`."""
+    grads = [grads] if isinstance(grads, np.ndarray) else [g for g in grads if g is not None]
+    for g in grads:
+        c = g.dtype.type(clip_value)
+        np.clip(g, -c, c, out=g)
+
+
+__all__ += ["clip_grad_norm_", "clip_grad_value_"]

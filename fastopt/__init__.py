@@ -24,3 +24,7 @@ del _algorithm
 
 __all__ = ["ALGORITHMS", "Algorithm", "Optimizer", "get_algorithm", "functional",
            "reference", "__version__"] + [a.cls_name for a in ALGORITHMS.values()]
+
+from .checkpoint import load, save  # noqa: E402  (crash-safe optimizer checkpoints)
+
+__all__ += ["save", "load"]

@@ -68,7 +68,7 @@ def assert_losses_close(ours, theirs, dtype):
 
 
 def test_import_fastopt_does_not_import_torch():
-    code = ("import sys, fastopt\n"
+    code = ("import sys, fastopt, fastopt.checkpoint\n"
             "assert 'torch' not in sys.modules, 'import fastopt imported torch'\n")
     root = Path(fastopt.__file__).resolve().parent.parent
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -7,7 +7,8 @@ The file format (no pickle; every integer little-endian)::
     header         JSON, UTF-8: format version, fastopt version, algorithm,
                    per group its hyperparameters and its parameters' shapes and
                    dtypes, per parameter with state its step count and the
-                   offset, shape and dtype of each state buffer
+                   offset and size of each state buffer (shaped and typed like
+                   its parameter), the names of torch-only options
     payload        the state buffers' bytes, one after the other (little-endian)
     digest         32 bytes  SHA-256 of every byte above
 
@@ -173,7 +174,10 @@ def _encode(optimizer):
         entries.append(entry)
     header = {"format_version": FORMAT_VERSION, "fastopt_version": __version__,
               "algorithm": algorithm.name, "param_groups": groups, "state": entries,
-              "payload_bytes": offset}
+              "payload_bytes": offset,
+              # options only torch's optimizers have (foreach, ...): a NumPy optimizer
+              # loading this file leaves them out of its groups
+              "torch_options": sorted(getattr(type(optimizer), "_torch_options", {}))}
     return json.dumps(header, sort_keys=True, allow_nan=False).encode("utf-8"), arrays
 
 
@@ -315,6 +319,8 @@ def _decode(header, payload, optimizer, adapter, name):
         raise CheckpointError(f"{name!r} has {len(groups)} parameter groups; the optimizer "
                               f"has {len(optimizer.param_groups)}")
     params = adapter.params(optimizer.param_groups)
+    torch_options = _field(header, "torch_options", list, "header")
+    foreign = set(torch_options) if adapter is _NumpyAdapter else set()
     saved_groups, first = [], 0
     for g, (saved, group) in enumerate(zip(groups, optimizer.param_groups)):
         described = _field(saved, "params", list, f"param_groups[{g}]")
@@ -332,7 +338,9 @@ def _decode(header, payload, optimizer, adapter, name):
             if dtype != str(params[index].dtype):
                 raise CheckpointError(f"{name!r}: parameter {index} has dtype {dtype} in the "
                                       f"checkpoint but {params[index].dtype} in the optimizer")
-        hyper = dict(_field(saved, "hyperparameters", dict, f"param_groups[{g}]"))
+        hyper = {key: value for key, value in
+                 _field(saved, "hyperparameters", dict, f"param_groups[{g}]").items()
+                 if key not in foreign}
         for key, value in hyper.items():
             if isinstance(value, list) and isinstance(group.get(key), tuple):
                 hyper[key] = tuple(value)

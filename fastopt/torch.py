@@ -70,7 +70,8 @@ def _param_view(param, label):
     _check_tensor(param, label)
     if not param.is_contiguous():
         raise ValueError(f"{label} must be contiguous (updating a copy would silently do "
-                         "nothing); got strides {tuple(param.stride())}")
+                         f"nothing); it has shape {tuple(param.shape)} and strides "
+                         f"{tuple(param.stride())}")
     return param.detach().numpy()
 
 

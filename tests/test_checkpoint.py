@@ -113,6 +113,7 @@ def test_file_layout(saved):
     assert header["param_groups"][1]["hyperparameters"]["lr"] == 0.005
     assert [e["step"] for e in header["state"]] == [2, 3, 3, 3]
     assert header["payload_bytes"] == len(data) - 16 - length - 32
+    assert header["torch_options"] == []
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
 
 
@@ -183,6 +184,7 @@ def test_mismatched_optimizer_is_refused_and_untouched(saved, kind):
 @pytest.mark.parametrize("change,message", [
     (lambda h: h.update(format_version=2), "format version 2"),
     (lambda h: h.pop("state"), "lacks 'state'"),
+    (lambda h: h.pop("torch_options"), "lacks 'torch_options'"),
     (lambda h: h["state"][0]["buffers"][0].update(offset=8), "do not fit"),
     (lambda h: h["state"][0].update(step=-1), "wrong type"),
     (lambda h: h.update(payload_bytes=1), "header says 1 bytes"),
@@ -333,3 +335,32 @@ def test_torch_optimizer_round_trip(tmp_path):
 def test_every_algorithm_is_covered():
     covered = {case.values[0].name for case in algorithm_configs()}
     assert covered == {a.name for a in ALGORITHMS}
+
+
+def test_numpy_and_torch_optimizers_read_each_others_checkpoints(tmp_path):
+    """The format is the same for both front ends: a NumPy run can continue in torch
+    and the reverse, with the same trajectory."""
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as fotorch
+
+    algorithm = fastopt.get_algorithm("adam")
+    hyper = dict(algorithm.defaults, lr=0.01, amsgrad=True)
+    params, numpy_run = make_optimizer(algorithm, hyper, np.float64)
+    run(numpy_run, 0, 4, np.float64)
+    fastopt.save(numpy_run, tmp_path / "numpy.ckpt")
+    tensors = [torch.tensor(p.copy(), requires_grad=True) for p in params]
+    torch_run = fotorch.Adam([{"params": tensors[:2]}, {"params": tensors[2:]}])
+    fastopt.load(torch_run, tmp_path / "numpy.ckpt")
+    assert torch_run.param_groups[1]["lr"] == 0.005
+    for step in range(4, 8):
+        grads = gradients(step, np.float64)
+        numpy_run.step(grads)
+        for t, g in zip(tensors, grads):
+            t.grad = None if g is None else torch.from_numpy(g)
+        torch_run.step()
+    for p, t in zip(params, tensors):
+        assert_array_equal(t.detach().numpy(), p)
+    fastopt.save(torch_run, tmp_path / "torch.ckpt")
+    back, resumed = make_optimizer(algorithm, dict(algorithm.defaults), np.float64)
+    fastopt.load(resumed, tmp_path / "torch.ckpt")
+    assert_same(snapshot(numpy_run), (snapshot(resumed)[0], snapshot(resumed)[1]))

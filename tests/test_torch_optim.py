@@ -7,6 +7,7 @@ bad tensors are refused with the parameter's name before anything is written.
 """
 import copy
 import inspect
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -302,3 +303,19 @@ def test_add_param_group_and_zero_grad():
     with pytest.raises(ValueError, match="Invalid learning rate"):
         optimizer.add_param_group({"params": [torch.zeros(1, requires_grad=True)], "lr": -1})
     assert len(optimizer.param_groups) == 2
+
+
+def test_step_hooks_pickling_and_deepcopy():
+    model, inputs, targets = make_problem(torch.float64)
+    optimizer = fotorch.Adam(model.parameters(), lr=0.01)
+    calls = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: calls.append("pre"))
+    optimizer.register_step_post_hook(lambda opt, args, kwargs: calls.append("post"))
+    train(model, optimizer, inputs, targets, 2)
+    assert calls == ["pre", "post"] * 2
+    twin_model = copy.deepcopy(model)
+    twin = fotorch.Adam(twin_model.parameters(), lr=0.01)
+    twin.load_state_dict(pickle.loads(pickle.dumps(optimizer.state_dict())))
+    assert_losses_close(train(twin_model, twin, inputs, targets, 3),
+                        train(model, optimizer, inputs, targets, 3), torch.float64)
+    assert type(pickle.loads(pickle.dumps(twin))) is fotorch.Adam

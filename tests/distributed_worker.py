@@ -4,7 +4,8 @@ Usage: ``python distributed_worker.py RANK WORLD_SIZE PORT OUTPUT``.  Joins a gl
 process group on 127.0.0.1:PORT, then for every algorithm fastopt and torch share
 trains the same MLP with DistributedDataParallel and ZeroRedundancyOptimizer over
 fastopt.torch (each rank on its shard of the batch, each holding the optimizer state
-of its share of the parameters), and once more with plain DDP and fastopt.torch.Adam.
+of its share of the parameters); then Adam once more with ZeRO's parameters as bucket
+views, and once with plain DDP (gradients as bucket views) and fastopt.torch.Adam.
 Rank 0 writes the final parameters and the consolidated optimizer state to OUTPUT
 (``.npz``).  Exits with status 77 if the process group cannot be set up.
 """
@@ -96,11 +97,24 @@ def main(rank, world_size, port, output):
                 for key, value in entry.items():
                     results[f"{algorithm.name}/state{i}/{key}"] = value.numpy().copy()
 
-    model, inputs, targets = problem()  # plain DDP, no sharding
-    ddp = DistributedDataParallel(model)
     adam = fastopt.get_algorithm("adam")
+    maximize = config(adam).get("maximize", False)
+    # ZeRO with the parameters as views into one flat bucket per rank: fastopt must
+    # update the views in place (a copy would be lost)
+    model, inputs, targets = problem()
+    ddp = DistributedDataParallel(model)
+    optimizer = ZeroRedundancyOptimizer(ddp.parameters(), optimizer_class=fotorch.Adam,
+                                        parameters_as_bucket_view=True, **config(adam))
+    train(ddp, optimizer, inputs[shard], targets[shard], maximize)
+    if rank == 0:
+        for i, p in enumerate(model.parameters()):
+            results[f"zero-bucket-adam/param{i}"] = p.detach().numpy().copy()
+
+    # plain DDP, no sharding, with the gradients as views into DDP's buckets
+    model, inputs, targets = problem()
+    ddp = DistributedDataParallel(model, gradient_as_bucket_view=True)
     optimizer = fotorch.Adam(ddp.parameters(), **config(adam))
-    train(ddp, optimizer, inputs[shard], targets[shard], config(adam).get("maximize", False))
+    train(ddp, optimizer, inputs[shard], targets[shard], maximize)
     if rank == 0:
         for i, p in enumerate(model.parameters()):
             results[f"ddp-adam/param{i}"] = p.detach().numpy().copy()

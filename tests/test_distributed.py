@@ -80,8 +80,11 @@ def test_zero_with_fastopt_matches_single_process_torch(distributed_results, alg
     assert holders == {f"state{i}" for i in range(len(expected))}
 
 
-def test_plain_ddp_with_fastopt_matches_single_process_torch(distributed_results):
+@pytest.mark.parametrize("run", ["zero-bucket-adam", "ddp-adam"])
+def test_bucket_views_and_plain_ddp_match_single_process_torch(distributed_results, run):
+    """ZeRO with parameters_as_bucket_view=True (parameters are views into a flat
+    buffer) and plain DDP with gradient_as_bucket_view=True, with fastopt.torch.Adam."""
     expected = worker.reference(fastopt.get_algorithm("adam"))
     for i, value in enumerate(expected):
-        np.testing.assert_allclose(distributed_results[f"ddp-adam/param{i}"], value,
+        np.testing.assert_allclose(distributed_results[f"{run}/param{i}"], value,
                                    rtol=RTOL, atol=0, err_msg=f"param{i}")

@@ -114,7 +114,7 @@ class _TorchAdapter:
     @staticmethod
     def int_to_step(step):
         import torch
-        from torch.optim.optimizer import _get_scalar_dtype
+        from .torch import _get_scalar_dtype
         return torch.tensor(float(step), dtype=_get_scalar_dtype())
 
 

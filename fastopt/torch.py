@@ -29,7 +29,13 @@ import inspect
 import numbers
 
 import torch
-from torch.optim.optimizer import _get_scalar_dtype
+
+try:
+    from torch.optim.optimizer import _get_scalar_dtype
+except ImportError:  # older torch: the same rule, written out
+    def _get_scalar_dtype():
+        """The dtype torch keeps ``step`` in: float64 under a float64 default dtype."""
+        return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 from . import _kernels
 from ._registry import ALGORITHMS, Algorithm

@@ -319,3 +319,17 @@ def test_step_hooks_pickling_and_deepcopy():
     assert_losses_close(train(twin_model, twin, inputs, targets, 3),
                         train(model, optimizer, inputs, targets, 3), torch.float64)
     assert type(pickle.loads(pickle.dumps(twin))) is fotorch.Adam
+
+
+def test_step_dtype_follows_default_dtype_like_torch():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for cls in (torch.optim.Adam, fotorch.Adam, torch.optim.Adagrad, fotorch.Adagrad):
+            param = torch.ones(2, requires_grad=True)
+            optimizer = cls([param])
+            param.grad = torch.ones(2)
+            optimizer.step()
+            assert optimizer.state[param]["step"].dtype == torch.float64, cls
+    finally:
+        torch.set_default_dtype(previous)

@@ -185,8 +185,9 @@ class Optimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)
         if self._eager_state:
             for group in self.param_groups:
+                hyper = self._check_options(group, "param_groups")
                 for param in group["params"]:
-                    self.state[param].update(self._new_state(param, group))
+                    self.state[param].update(self._new_state(param, hyper))
 
     # -- groups and options --------------------------------------------------------
 
@@ -236,19 +237,19 @@ class Optimizer(torch.optim.Optimizer):
 
     # -- the step ------------------------------------------------------------------
 
-    def _new_state(self, param, group):
+    def _new_state(self, param, hyper):
         """The state a parameter starts with, as torch creates it: a 0-d ``step``
-        tensor and the buffers with a starting value that the group's options use.
+        tensor and the buffers with a starting value that the options `hyper` use.
         Buffers the kernel fills on its first step are created by `step`."""
         algorithm = self.algorithm
         state = {}
         if algorithm.tracks_step:
             state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
         for spec in algorithm.state:
-            if not spec.needed(group):
+            if not spec.needed(hyper):
                 continue
             if spec.fill is not None:
-                state[spec.name] = torch.full_like(param, spec.fill(group),
+                state[spec.name] = torch.full_like(param, spec.fill(hyper),
                                                    memory_format=torch.preserve_format)
         return state
 
@@ -281,7 +282,7 @@ class Optimizer(torch.optim.Optimizer):
         for group_index, group in enumerate(self.param_groups):
             hyper = self._check_options(group, f"param_groups[{group_index}]")
             packed = algorithm.pack(hyper)
-            needed = [spec.needed(group) for spec in algorithm.state]
+            needed = [spec.needed(hyper) for spec in algorithm.state]
             for param_index, param in enumerate(group["params"]):
                 if param.grad is None:
                     continue
@@ -290,7 +291,7 @@ class Optimizer(torch.optim.Optimizer):
                 state = self.state.get(param)
                 created = {}
                 if not state:
-                    state = created = self._new_state(param, group)
+                    state = created = self._new_state(param, hyper)
                 first_step = False
                 for spec, need in zip(algorithm.state, needed):
                     if not need:

@@ -6,6 +6,7 @@ and every test configuration; state dicts move between the two in both direction
 bad tensors are refused with the parameter's name before anything is written.
 """
 import copy
+import dataclasses
 import inspect
 import pickle
 import subprocess
@@ -333,3 +334,20 @@ def test_step_dtype_follows_default_dtype_like_torch():
             assert optimizer.state[param]["step"].dtype == torch.float64, cls
     finally:
         torch.set_default_dtype(previous)
+
+
+def test_algorithm_without_a_torch_counterpart():
+    """A registry row torch has no class for (as later algorithms may be) gets the
+    registry's signature and no torch-only options, and runs the same kernel."""
+    row = dataclasses.replace(fastopt.get_algorithm("adam"), torch=None, cls=None)
+    cls = type("AdamOnlyInFastopt", (fotorch.Optimizer,), {"algorithm": row})
+    parameters = inspect.signature(cls).parameters
+    assert list(parameters) == ["params"] + list(row.hyper_names)
+    assert cls._torch_options == {} and not cls._eager_state
+    model, inputs, targets = make_problem(torch.float64)
+    twin = copy.deepcopy(model)
+    expected = train(model, fotorch.Adam(model.parameters(), lr=0.01), inputs, targets, 5)
+    got = train(twin, cls(twin.parameters(), lr=0.01), inputs, targets, 5)
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(TypeError):
+        cls(twin.parameters(), foreach=False)

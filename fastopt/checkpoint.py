@@ -205,7 +205,8 @@ def save(optimizer, path) -> None:
     path : str or os.PathLike
         The checkpoint file.  A crash or error at any moment leaves the file either
         as it was before the call or complete with the new state; a temporary file
-        in the same directory is removed on error.
+        in the same directory is removed on error (a killed process can leave one
+        behind, named ``.<file name>.<random>.tmp``; it is safe to delete).
 
     Raises
     ------

@@ -11,9 +11,12 @@ torch.optim (2.13, ``foreach=False``).
 >>> w
 array([-0.1,  0.1,  0. ])
 """
-from . import functional, reference
+from . import functional, lr_scheduler, reference
+from ._ops import clip_grad_norm_, clip_grad_value_
 from ._registry import ALGORITHMS, Algorithm, get_algorithm
 from ._version import __version__
+from .checkpoint import load, save
+from .multi import MultiOptimizer
 from .optim import *  # noqa: F401,F403  (one class per registry row)
 from .optim import Optimizer
 
@@ -22,12 +25,9 @@ for _algorithm in ALGORITHMS.values():
     _algorithm.reference = getattr(reference, _algorithm.name)
 del _algorithm
 
-__all__ = ["ALGORITHMS", "Algorithm", "Optimizer", "get_algorithm", "functional",
-           "reference", "__version__"] + [a.cls_name for a in ALGORITHMS.values()]
-
-# Around a step: several optimizers as one, gradient clipping, learning-rate schedules.
-from . import lr_scheduler  # noqa: E402
-from ._ops import clip_grad_norm_, clip_grad_value_  # noqa: E402
-from .multi import MultiOptimizer  # noqa: E402
-
-__all__ += ["MultiOptimizer", "clip_grad_norm_", "clip_grad_value_", "lr_scheduler"]
+__all__ = [
+    "ALGORITHMS", "Algorithm", "Optimizer", "get_algorithm", "functional", "reference",
+    "__version__",
+    # around a step: several optimizers as one, clipping, schedules, checkpoints
+    "MultiOptimizer", "clip_grad_norm_", "clip_grad_value_", "lr_scheduler", "save", "load",
+] + [a.cls_name for a in ALGORITHMS.values()]

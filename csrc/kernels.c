@@ -30,14 +30,14 @@
 
 const fo_kernel_entry fo_kernels[] = {
     FO_ENTRY(sgd, "param grad momentum_buffer",
-             "lr momentum dampening weight_decay nesterov maximize first_step"),
-    FO_ENTRY(adagrad, "param grad sum", "step lr lr_decay weight_decay eps maximize"),
+             "lr momentum dampening weight_decay nesterov maximize first_step grad_scale"),
+    FO_ENTRY(adagrad, "param grad sum", "step lr lr_decay weight_decay eps maximize grad_scale"),
     FO_ENTRY(rmsprop, "param grad square_avg momentum_buffer grad_avg",
-             "step lr alpha eps weight_decay momentum centered maximize"),
+             "step lr alpha eps weight_decay momentum centered maximize grad_scale"),
     FO_ENTRY(adadelta, "param grad square_avg acc_delta",
-             "step lr rho eps weight_decay maximize"),
+             "step lr rho eps weight_decay maximize grad_scale"),
     FO_ENTRY(adam, "param grad exp_avg exp_avg_sq max_exp_avg_sq",
-             "step lr beta1 beta2 eps weight_decay amsgrad maximize decoupled_weight_decay"),
+             "step lr beta1 beta2 eps weight_decay amsgrad maximize decoupled_weight_decay grad_scale"),
 };
 const int fo_nkernels = (int)(sizeof(fo_kernels) / sizeof(fo_kernels[0]));
 

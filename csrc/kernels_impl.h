@@ -26,6 +26,33 @@ static FO_INLINE T FN(fo_maximum)(T a, T b)
     return (a != a || a > b) ? a : b;
 }
 
+/* torch.minimum / np.minimum: NaN in either argument propagates. */
+static FO_INLINE T FN(fo_minimum)(T a, T b)
+{
+    return (a != a || a < b) ? a : b;
+}
+
+/* The gradient as the update sees it: negated for maximize (sign = -1), divided by the
+ * loss scale when SCALED (torch's fused kernels divide by grad_scale first and negate
+ * after; the two orders give the same bits). */
+static FO_INLINE T FN(fo_grad)(T g, T sign, T grad_scale, const int SCALED)
+{
+    T d = sign * g;
+    return SCALED ? d / grad_scale : d;
+}
+
+#ifndef FO_OPT1
+/* Option dispatch: FO_OPTk(cond, M, args...) calls M(args..., 1) when cond holds and
+ * M(args..., 0) otherwise, so nesting k of them instantiates a body once per option
+ * combination with literal constants.  One name per nesting level, because a macro
+ * does not expand inside its own expansion. */
+#define FO_OPT1(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
+#define FO_OPT2(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
+#define FO_OPT3(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
+#define FO_OPT4(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
+#define FO_OPT5(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
+#endif
+
 #include "algos/sgd.h"
 #include "algos/adagrad.h"
 #include "algos/rmsprop.h"

@@ -18,7 +18,8 @@ import numpy as np
 
 from . import _kernels
 
-__all__ = ["Hyper", "State", "Algorithm", "ALGORITHMS", "get_algorithm", "register"]
+__all__ = ["Hyper", "State", "ScalarState", "Algorithm", "ALGORITHMS", "get_algorithm",
+           "register"]
 
 
 # -- hyperparameter checks ----------------------------------------------------------
@@ -56,6 +57,27 @@ def _check_betas(name, value, message):
             raise ValueError(message.format(beta, index=index))
 
 
+def _check_pair(name, value, message):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair of floats, got {value!r}")
+    for index, item in enumerate(value):
+        if math.isnan(_real(f"{name}[{index}]", item)):
+            raise ValueError(message.format(item, index=index))
+
+
+def check_grad_scale(grad_scale):
+    """`grad_scale` as a float, or None; TypeError/ValueError unless finite and > 0."""
+    if grad_scale is None:
+        return None
+    if isinstance(grad_scale, (bool, np.bool_)) or not isinstance(grad_scale, numbers.Real):
+        raise TypeError(f"grad_scale must be a real number or None, got "
+                        f"{type(grad_scale).__name__}")
+    value = float(grad_scale)
+    if not (0.0 < value < math.inf):
+        raise ValueError(f"grad_scale must be finite and > 0, got {grad_scale!r}")
+    return value
+
+
 def _check_bool(name, value, message):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
@@ -66,6 +88,7 @@ CHECKS = {
     "finite": _check_finite,      # any finite real
     "unit": _check_unit,          # 0 <= x <= 1
     "betas": _check_betas,        # pair, each 0 <= x < 1
+    "pair": _check_pair,          # pair of reals, neither NaN
     "bool": _check_bool,
 }
 
@@ -128,9 +151,39 @@ class State:
     fill: Callable[[Mapping], float] | None = lambda group: 0.0
 
 
+@dataclass(frozen=True)
+class ScalarState:
+    """One per-parameter scalar of state (torch keeps it as a 0-d tensor).
+
+    Attributes
+    ----------
+    name
+        torch's state key (``mu_product``, ``eta``, ``mu``).
+    init
+        ``init(group)`` gives its value before the parameter's first step.
+    """
+
+    name: str
+    init: Callable[[Mapping], float]
+
+
+#: The per-parameter kernel scalars that come from ``step()`` rather than from a
+#: hyperparameter: the step count, the first-step flag, and the loss scale that the
+#: gradients are divided by inside the pass (1 = no scale, the kernels' fast path).
+STEP_SCALARS = ("step", "first_step", "grad_scale")
+
+
 @dataclass
 class Algorithm:
-    """One row of the registry.  See the module docstring."""
+    """One row of the registry.  See the module docstring.
+
+    Besides the fields every row fills, an algorithm may keep per-parameter scalar
+    state (`scalar_state`, advanced in Python by ``advance(group, step, values) ->
+    (kernel scalars, new values)``), may keep torch's ``step`` count without its kernel
+    reading it (`keeps_step`), and may declare that a generic invariant does not hold
+    for it: `lr_zero_is_no_op(group)` and `zero_grad_is_no_op(group)` (with weight
+    decay 0) say whether lr = 0, or a zero gradient, leaves the parameter unchanged.
+    """
 
     name: str
     cls_name: str
@@ -144,6 +197,11 @@ class Algorithm:
     positional: int = 0
     torch: str | None = None
     reference_url: str = ""
+    scalar_state: tuple = ()
+    advance: Callable | None = None
+    keeps_step: bool = False
+    lr_zero_is_no_op: Callable[[Mapping], bool] = lambda group: True
+    zero_grad_is_no_op: Callable[[Mapping], bool] = lambda group: True
     cls: type | None = None
     functional: Callable | None = None
     reference: Callable | None = None
@@ -152,10 +210,10 @@ class Algorithm:
         self.buffer_names, self.kernel_scalars = _kernels.KERNELS[self.kernel]
         provided = {n for h in self.hyper for n in h.flatten(h.default)} | set(self.fixed)
         self.per_param = tuple(n for n in self.kernel_scalars if n not in provided)
-        unknown = set(self.per_param) - {"step", "first_step"}
-        if unknown:
-            raise ValueError(f"{self.name}: kernel scalars {sorted(unknown)} have no source")
-        self.tracks_step = "step" in self.per_param
+        self.advanced = tuple(n for n in self.per_param if n not in STEP_SCALARS)
+        if self.advanced and self.advance is None:
+            raise ValueError(f"{self.name}: kernel scalars {list(self.advanced)} have no source")
+        self.tracks_step = "step" in self.per_param or self.keeps_step or bool(self.scalar_state)
         state_names = tuple(s.name for s in self.state)
         if state_names != self.buffer_names[2:]:
             raise ValueError(f"{self.name}: state {state_names} does not match the kernel's "
@@ -164,6 +222,8 @@ class Algorithm:
                            if "step" in self.kernel_scalars else None)
         self._first_slot = (self.kernel_scalars.index("first_step")
                             if "first_step" in self.kernel_scalars else None)
+        self._scale_slot = (self.kernel_scalars.index("grad_scale")
+                            if "grad_scale" in self.kernel_scalars else None)
 
     @property
     def defaults(self):
@@ -193,13 +253,47 @@ class Algorithm:
                 flat.update(h.flatten(hyper[h.name]))
         return [float(flat.get(n, 0.0)) for n in self.kernel_scalars]
 
-    def scalars(self, packed: list, step: int = 0, first_step: bool = False) -> tuple:
-        """`packed` with this parameter's step (and first-step flag) filled in."""
+    def scalars(self, packed: list, step: int = 0, first_step: bool = False,
+                grad_scale: float | None = None, advanced: Mapping | None = None) -> tuple:
+        """`packed` with this parameter's per-step scalars filled in.
+
+        Parameters
+        ----------
+        packed : list
+            From :meth:`pack`; modified and returned as a tuple.
+        step, first_step
+            The 1-based step being taken, and whether the kernel initializes its
+            ``fill=None`` state on this step.
+        grad_scale : float or None
+            The loss scale the gradients are divided by; None (or 1) for none.
+        advanced : mapping, optional
+            The kernel scalars :attr:`advance` computed from the scalar state.
+        """
         if self._step_slot is not None:
             packed[self._step_slot] = float(step)
         if self._first_slot is not None:
             packed[self._first_slot] = 1.0 if first_step else 0.0
+        if self._scale_slot is not None:
+            packed[self._scale_slot] = 1.0 if grad_scale is None else float(grad_scale)
+        if self.advanced:
+            for name in self.advanced:
+                packed[self.kernel_scalars.index(name)] = float(advanced[name])
         return tuple(packed)
+
+    def initial_scalar_state(self, group: Mapping) -> dict:
+        """``{name: value}`` of the scalar state before a parameter's first step."""
+        return {s.name: s.init(group) for s in self.scalar_state}
+
+    def advance_scalars(self, group: Mapping, step: int, values: Mapping | None):
+        """(kernel scalars for `step`, scalar state after it) from the state before it.
+
+        `values` None means the parameter has no state yet.
+        """
+        if self.advance is None:
+            return {}, {}
+        if values is None:
+            values = self.initial_scalar_state(group)
+        return self.advance(group, step, dict(values))
 
 
 ALGORITHMS: dict[str, Algorithm] = {}

@@ -10,6 +10,11 @@ required.  Everything is checked before anything is written: a ``TypeError`` or
 ``step`` is the 1-based number of the step being taken (torch increments its ``step``
 state before the update, so the first call passes ``step=1``).
 
+``grad_scale`` (every function, default None): a loss scale the gradient is divided by
+inside the pass, before anything else uses it (``d = (-g if maximize else g) /
+grad_scale``, the order of torch's fused kernels); it must be finite and > 0.  None
+runs the unscaled loop.
+
 The optimizer classes of :mod:`fastopt.optim` call the same kernels for all their
 parameters at once; :mod:`fastopt.reference` holds the NumPy twin of each function here.
 """
@@ -18,7 +23,7 @@ import numbers
 import numpy as np
 
 from . import _kernels
-from ._registry import get_algorithm
+from ._registry import check_grad_scale, get_algorithm
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw"]
 
@@ -31,9 +36,11 @@ def _check_step(step):
     return int(step)
 
 
-def _apply(name, buffers, hyper, step=None, first_step=False):
+def _apply(name, buffers, hyper, step=None, first_step=False, grad_scale=None,
+           advanced=None):
     algorithm = get_algorithm(name)
     algorithm.validate(hyper)
+    grad_scale = check_grad_scale(grad_scale)
     if algorithm.tracks_step:
         step = _check_step(step)
     if not isinstance(first_step, (bool, np.bool_)):
@@ -44,13 +51,14 @@ def _apply(name, buffers, hyper, step=None, first_step=False):
             raise TypeError(f"{state.name} is required with these options, got None")
     buffers = tuple(b if s < 2 or algorithm.state[s - 2].needed(hyper) else None
                     for s, b in enumerate(buffers))
-    scalars = algorithm.scalars(algorithm.pack(hyper), step or 0, first_step)
+    scalars = algorithm.scalars(algorithm.pack(hyper), step or 0, first_step, grad_scale,
+                                advanced)
     _kernels.run([(algorithm.kernel, buffers, scalars)],
                  lambda task, slot: buffer_names[slot])
 
 
 def sgd(param, grad, momentum_buffer=None, *, lr, momentum, dampening, weight_decay,
-        nesterov, maximize, first_step):
+        nesterov, maximize, first_step, grad_scale=None):
     r"""Fused in-place SGD step (torch.optim.SGD semantics).
 
     .. math::
@@ -79,10 +87,12 @@ def sgd(param, grad, momentum_buffer=None, *, lr, momentum, dampening, weight_de
     """
     _apply("sgd", (param, grad, momentum_buffer),
            dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                nesterov=nesterov, maximize=maximize), first_step=first_step)
+                nesterov=nesterov, maximize=maximize), first_step=first_step,
+           grad_scale=grad_scale)
 
 
-def adagrad(param, grad, sum, *, step, lr, lr_decay, weight_decay, eps, maximize):
+def adagrad(param, grad, sum, *, step, lr, lr_decay, weight_decay, eps, maximize,
+            grad_scale=None):
     r"""Fused in-place Adagrad step (torch.optim.Adagrad semantics).
 
     .. math::
@@ -97,11 +107,11 @@ def adagrad(param, grad, sum, *, step, lr, lr_decay, weight_decay, eps, maximize
     """
     _apply("adagrad", (param, grad, sum),
            dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps,
-                maximize=maximize), step)
+                maximize=maximize), step, grad_scale=grad_scale)
 
 
 def rmsprop(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *, step, lr,
-            alpha, eps, weight_decay, momentum, centered, maximize):
+            alpha, eps, weight_decay, momentum, centered, maximize, grad_scale=None):
     r"""Fused in-place RMSprop step (torch.optim.RMSprop semantics).
 
     .. math::
@@ -120,11 +130,11 @@ def rmsprop(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *, ste
     """
     _apply("rmsprop", (param, grad, square_avg, momentum_buffer, grad_avg),
            dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                centered=centered, maximize=maximize), step)
+                centered=centered, maximize=maximize), step, grad_scale=grad_scale)
 
 
 def adadelta(param, grad, square_avg, acc_delta, *, step, lr, rho, eps, weight_decay,
-             maximize):
+             maximize, grad_scale=None):
     r"""Fused in-place Adadelta step (torch.optim.Adadelta semantics).
 
     .. math::
@@ -138,11 +148,12 @@ def adadelta(param, grad, square_avg, acc_delta, *, step, lr, rho, eps, weight_d
     with :math:`v` = `square_avg`, :math:`u` = `acc_delta`.
     """
     _apply("adadelta", (param, grad, square_avg, acc_delta),
-           dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize), step)
+           dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize), step,
+           grad_scale=grad_scale)
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, betas, eps,
-         weight_decay, amsgrad, maximize, decoupled_weight_decay):
+         weight_decay, amsgrad, maximize, decoupled_weight_decay, grad_scale=None):
     r"""Fused in-place Adam step (torch.optim.Adam semantics).
 
     .. math::
@@ -163,11 +174,12 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, bet
     """
     _apply("adam", (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
            dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                maximize=maximize, decoupled_weight_decay=decoupled_weight_decay), step)
+                maximize=maximize, decoupled_weight_decay=decoupled_weight_decay), step,
+           grad_scale=grad_scale)
 
 
 def adamw(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, betas, eps,
-          weight_decay, amsgrad, maximize):
+          weight_decay, amsgrad, maximize, grad_scale=None):
     r"""Fused in-place AdamW step: :func:`adam` with ``decoupled_weight_decay=True``.
 
     .. math::
@@ -177,4 +189,4 @@ def adamw(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, be
     """
     _apply("adamw", (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
            dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                maximize=maximize), step)
+                maximize=maximize), step, grad_scale=grad_scale)

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _kernels, functional
 from ._buffers import check_param, new_state_buffer
-from ._registry import ALGORITHMS, Algorithm, get_algorithm
+from ._registry import ALGORITHMS, Algorithm, check_grad_scale, get_algorithm
 
 __all__ = ["Optimizer"]
 
@@ -143,7 +143,7 @@ class Optimizer:
 
     # -- the step ----------------------------------------------------------------
 
-    def step(self, grads):
+    def step(self, grads, *, grad_scale=None):
         """Update every parameter in place with its gradient.
 
         Parameters
@@ -152,6 +152,10 @@ class Optimizer:
             One gradient per parameter, in ``param_groups`` order; ``None`` skips that
             parameter (its state is neither created nor advanced).  Each gradient must
             have its parameter's dtype and shape and be C-contiguous; it is only read.
+        grad_scale : float, optional
+            A loss scale (mixed-precision training): every gradient is divided by it
+            inside the update pass, as if the step were given ``grad / grad_scale``,
+            without a temporary.  Must be finite and > 0.
 
         Raises
         ------
@@ -159,10 +163,11 @@ class Optimizer:
             Before anything is written, if any hyperparameter or buffer of any
             parameter is invalid.
         """
+        grad_scale = check_grad_scale(grad_scale)
         with self._lock:
-            self._step(grads)
+            self._step(grads, grad_scale)
 
-    def _step(self, grads):
+    def _step(self, grads, grad_scale=None):
         algorithm = self.algorithm
         if not isinstance(grads, (list, tuple)):
             raise TypeError("grads must be a list or tuple with one array (or None) per "
@@ -193,8 +198,12 @@ class Optimizer:
                             first_step = first_step or spec.fill is None
                         buffers.append(buffer)
                     step = state.get("step", 0) + 1
+                    advanced, scalar_state = algorithm.advance_scalars(
+                        group, step, state if index in self.state else None)
+                    created.update(scalar_state)
                     tasks.append((algorithm.kernel, tuple(buffers),
-                                  algorithm.scalars(list(packed), step, first_step)))
+                                  algorithm.scalars(list(packed), step, first_step,
+                                                    grad_scale, advanced)))
                     task_index.append(index)
                     pending.append((index, created, step))
                 index += 1
@@ -277,6 +286,7 @@ class Optimizer:
         params = self.params
         new_state = {}
         allowed = {s.name for s in algorithm.state} | ({"step"} if algorithm.tracks_step else set())
+        allowed |= {s.name for s in algorithm.scalar_state}
         for saved_id, entry in saved_state.items():
             if saved_id not in id_map:
                 raise ValueError(f"state dict has state for parameter {saved_id!r}, which no "
@@ -293,6 +303,11 @@ class Optimizer:
                 if "step" not in entry:
                     raise ValueError(f"state[{saved_id!r}] is missing 'step'")
                 loaded["step"] = _as_step(entry["step"], f"state[{saved_id!r}]['step']")
+            for spec in algorithm.scalar_state:
+                if spec.name not in entry:
+                    raise ValueError(f"state[{saved_id!r}][{spec.name!r}] is missing")
+                loaded[spec.name] = _as_scalar(entry[spec.name],
+                                               f"state[{saved_id!r}][{spec.name!r}]")
             param = params[i]
             for spec in algorithm.state:
                 label = f"state[{saved_id!r}][{spec.name!r}]"
@@ -341,6 +356,14 @@ def _as_step(value, label):
     return step
 
 
+def _as_scalar(value, label):
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.floating)):
+        raise TypeError(f"{label} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
 def _class_doc(cls, algorithm):
     """The class docstring: summary, update rule (from the functional), parameters."""
     math = ""
@@ -349,8 +372,10 @@ def _class_doc(cls, algorithm):
     if found:
         math = found.group(0)
     warning = re.search(r"\.\. warning::.*?(?=\n\S|\Z)", fdoc, re.S)
-    lines = [f"{algorithm.cls_name}: {algorithm.summary} (torch.optim.{algorithm.torch} "
-             "semantics, fused in-place kernels).", "", "Update rule:", "", math]
+    origin = (f"torch.optim.{algorithm.torch} semantics" if algorithm.torch
+              else "from its paper, see the References of the functional")
+    lines = [f"{algorithm.cls_name}: {algorithm.summary} ({origin}, fused in-place kernels).",
+             "", "Update rule:", "", math]
     if warning:
         lines += ["", warning.group(0)]
     lines += ["", "Parameters", "----------",
@@ -359,7 +384,7 @@ def _class_doc(cls, algorithm):
               "    groups ``{'params': [...], <hyperparameter>: value}``."]
     for h in algorithm.hyper:
         lines.append(f"{h.name} : default {h.default!r}")
-    state = ", ".join(f"``{s.name}``" for s in algorithm.state)
+    state = ", ".join(f"``{s.name}``" for s in algorithm.scalar_state + algorithm.state)
     lines += ["", f"State per parameter: {'``step``, ' if algorithm.tracks_step else ''}{state}."]
     return "\n".join(lines)
 

@@ -31,17 +31,25 @@ def _lerp(start, end, weight):
         start[...] = end - (end - start) * (start.dtype.type(1) - w)
 
 
-def _direction(param, grad, weight_decay, maximize):
+def _grad(grad, maximize, grad_scale):
+    """The gradient the update uses: negated for maximize, divided by the loss scale."""
     d = -grad if maximize else grad
+    if grad_scale is not None:
+        d = d / grad_scale
+    return d
+
+
+def _direction(param, grad, weight_decay, maximize, grad_scale):
+    d = _grad(grad, maximize, grad_scale)
     if weight_decay != 0:
         d = d + weight_decay * param
     return d
 
 
 def sgd(param, grad, momentum_buffer=None, *, lr, momentum, dampening, weight_decay,
-        nesterov, maximize, first_step):
+        nesterov, maximize, first_step, grad_scale=None):
     """NumPy twin of :func:`fastopt.functional.sgd`."""
-    d = _direction(param, grad, weight_decay, maximize)
+    d = _direction(param, grad, weight_decay, maximize, grad_scale)
     if momentum != 0:
         if first_step:
             momentum_buffer[...] = d
@@ -51,18 +59,19 @@ def sgd(param, grad, momentum_buffer=None, *, lr, momentum, dampening, weight_de
     param += -lr * d
 
 
-def adagrad(param, grad, sum, *, step, lr, lr_decay, weight_decay, eps, maximize):
+def adagrad(param, grad, sum, *, step, lr, lr_decay, weight_decay, eps, maximize,
+            grad_scale=None):
     """NumPy twin of :func:`fastopt.functional.adagrad`."""
     clr = lr / (1 + (step - 1) * lr_decay)
-    d = _direction(param, grad, weight_decay, maximize)
+    d = _direction(param, grad, weight_decay, maximize, grad_scale)
     sum += d * d
     param += (-clr * d) / (np.sqrt(sum) + eps)
 
 
 def rmsprop(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *, step, lr,
-            alpha, eps, weight_decay, momentum, centered, maximize):
+            alpha, eps, weight_decay, momentum, centered, maximize, grad_scale=None):
     """NumPy twin of :func:`fastopt.functional.rmsprop`."""
-    d = _direction(param, grad, weight_decay, maximize)
+    d = _direction(param, grad, weight_decay, maximize, grad_scale)
     square_avg[...] = square_avg * alpha + ((1 - alpha) * d) * d
     if centered:
         _lerp(grad_avg, d, 1 - alpha)
@@ -77,9 +86,9 @@ def rmsprop(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *, ste
 
 
 def adadelta(param, grad, square_avg, acc_delta, *, step, lr, rho, eps, weight_decay,
-             maximize):
+             maximize, grad_scale=None):
     """NumPy twin of :func:`fastopt.functional.adadelta`."""
-    d = _direction(param, grad, weight_decay, maximize)
+    d = _direction(param, grad, weight_decay, maximize, grad_scale)
     square_avg[...] = square_avg * rho + ((1 - rho) * d) * d
     std = np.sqrt(square_avg + eps)
     delta = np.sqrt(acc_delta + eps) / std * d
@@ -88,10 +97,10 @@ def adadelta(param, grad, square_avg, acc_delta, *, step, lr, rho, eps, weight_d
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, betas, eps,
-         weight_decay, amsgrad, maximize, decoupled_weight_decay):
+         weight_decay, amsgrad, maximize, decoupled_weight_decay, grad_scale=None):
     """NumPy twin of :func:`fastopt.functional.adam`."""
     beta1, beta2 = betas
-    d = -grad if maximize else grad
+    d = _grad(grad, maximize, grad_scale)
     if weight_decay != 0:
         if decoupled_weight_decay:
             param *= 1 - lr * weight_decay
@@ -112,8 +121,8 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, bet
 
 
 def adamw(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, betas, eps,
-          weight_decay, amsgrad, maximize):
+          weight_decay, amsgrad, maximize, grad_scale=None):
     """NumPy twin of :func:`fastopt.functional.adamw`."""
     adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, betas=betas,
          eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-         decoupled_weight_decay=True)
+         decoupled_weight_decay=True, grad_scale=grad_scale)

@@ -28,9 +28,11 @@ def test_kernel_matches_reference(algorithm, hyper, dtype):
         ref_param = param.copy()
         state = new_state(algorithm, hyper, param)
         ref_state = [None if b is None else b.copy() for b in state]
+        scalar_state = None
         for step, grad in enumerate(grads, start=1):
             grad_before = grad.copy()
-            kwargs = functional_kwargs(algorithm, hyper, step, step == 1)
+            advanced, scalar_state = algorithm.advance_scalars(hyper, step, scalar_state)
+            kwargs = functional_kwargs(algorithm, hyper, step, step == 1, advanced)
             algorithm.functional(param, grad, *state, **kwargs)
             algorithm.reference(ref_param, grad, *ref_state, **kwargs)
             np.testing.assert_array_equal(grad, grad_before, err_msg="grad was modified")
@@ -106,3 +108,44 @@ def test_float32_and_float64_agree(algorithm, hyper):
     moved = np.max(np.abs(p64 - start))
     assert moved > 0
     assert np.max(np.abs(p32 - p64)) <= 2e-4 * moved
+
+
+@pytest.mark.parametrize("grad_scale", [1024.0, 0.37])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("algorithm,hyper", algorithm_configs())
+def test_grad_scale_matches_reference(algorithm, hyper, dtype, grad_scale):
+    """The scaled loop of every kernel against the reference's ``d / grad_scale``; 0.37
+    is no power of two, so a kernel that multiplied by a rounded reciprocal would
+    differ."""
+    rng = np.random.default_rng(11)
+    for n in (0, 1, 17, 1023):
+        param, grads = random_problem(rng, n, dtype, 8)
+        ref_param = param.copy()
+        state = new_state(algorithm, hyper, param)
+        ref_state = [None if b is None else b.copy() for b in state]
+        scalar_state = None
+        for step, grad in enumerate(grads, start=1):
+            grad = grad * dtype(grad_scale)
+            advanced, scalar_state = algorithm.advance_scalars(hyper, step, scalar_state)
+            kwargs = functional_kwargs(algorithm, hyper, step, step == 1, advanced)
+            algorithm.functional(param, grad, *state, grad_scale=grad_scale, **kwargs)
+            algorithm.reference(ref_param, grad, *ref_state, grad_scale=grad_scale, **kwargs)
+            np.testing.assert_array_equal(param, ref_param, err_msg=f"param, n={n}, step={step}")
+            for spec, mine, ref in zip(algorithm.state, state, ref_state):
+                if mine is not None:
+                    np.testing.assert_array_equal(mine, ref, err_msg=f"{spec.name}, n={n}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("algorithm,hyper", algorithm_configs())
+def test_grad_scale_equals_stepping_with_divided_gradients(algorithm, hyper, dtype):
+    rng = np.random.default_rng(12)
+    scaled, grads = random_problem(rng, 300, dtype, 10)
+    divided, start = scaled.copy(), scaled.copy()
+    opt_scaled = algorithm.cls([scaled], **hyper)
+    opt_divided = algorithm.cls([divided], **hyper)
+    for grad in grads:
+        opt_scaled.step([grad], grad_scale=3.0)
+        opt_divided.step([grad / dtype(3.0)])
+    assert scaled.tobytes() == divided.tobytes()
+    assert not np.array_equal(scaled, start)

@@ -224,3 +224,37 @@ def test_load_state_dict_rejects_mismatches_and_changes_nothing():
             opt.load_state_dict(bad)
         assert_unchanged(opt, snap)
         assert opt.param_groups[0]["lr"] == 0.1
+
+
+@pytest.mark.parametrize("grad_scale,exc,match", [
+    (0.0, ValueError, "grad_scale must be finite and > 0, got 0.0"),
+    (-2.0, ValueError, "grad_scale must be finite and > 0"),
+    (float("nan"), ValueError, "grad_scale must be finite and > 0, got nan"),
+    (float("inf"), ValueError, "grad_scale must be finite and > 0, got inf"),
+    ("2", TypeError, "grad_scale must be a real number or None, got str"),
+    (True, TypeError, "grad_scale must be a real number or None, got bool"),
+])
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.name)
+def test_bad_grad_scale_is_rejected_before_anything_is_written(algorithm, grad_scale, exc,
+                                                               match):
+    p = [np.ones(4), np.ones(3)]
+    opt = algorithm.cls(p, **richest_config(algorithm))
+    opt.step([np.ones(4), np.ones(3)])
+    snap = snapshot(opt)
+    with pytest.raises(exc, match=match):
+        opt.step([np.ones(4), np.ones(3)], grad_scale=grad_scale)
+    assert_unchanged(opt, snap)
+    from conftest import functional_kwargs, new_state
+    hyper = richest_config(algorithm)
+    param = np.ones(4)
+    with pytest.raises(exc, match=match):
+        algorithm.functional(param, np.ones(4), *new_state(algorithm, hyper, param),
+                             grad_scale=grad_scale,
+                             **functional_kwargs(algorithm, hyper, 1, True))
+    assert np.all(param == 1)
+
+
+def test_grad_scale_is_keyword_only():
+    opt = fastopt.SGD([np.ones(2)], lr=0.1)
+    with pytest.raises(TypeError):
+        opt.step([np.ones(2)], 2.0)

@@ -38,6 +38,16 @@ const fo_kernel_entry fo_kernels[] = {
              "step lr rho eps weight_decay maximize grad_scale"),
     FO_ENTRY(adam, "param grad exp_avg exp_avg_sq max_exp_avg_sq",
              "step lr beta1 beta2 eps weight_decay amsgrad maximize decoupled_weight_decay grad_scale"),
+    FO_ENTRY(adamax, "param grad exp_avg exp_inf",
+             "step lr beta1 beta2 eps weight_decay maximize grad_scale"),
+    FO_ENTRY(nadam, "param grad exp_avg exp_avg_sq",
+             "step lr beta1 beta2 eps weight_decay momentum_decay decoupled_weight_decay "
+             "maximize mu_product grad_scale"),
+    FO_ENTRY(radam, "param grad exp_avg exp_avg_sq",
+             "step lr beta1 beta2 eps weight_decay decoupled_weight_decay maximize grad_scale"),
+    FO_ENTRY(asgd, "param grad ax", "lambd weight_decay maximize eta mu grad_scale"),
+    FO_ENTRY(rprop, "param grad prev step_size",
+             "etaminus etaplus step_size_min step_size_max maximize grad_scale"),
 };
 const int fo_nkernels = (int)(sizeof(fo_kernels) / sizeof(fo_kernels[0]));
 

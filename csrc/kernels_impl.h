@@ -58,3 +58,8 @@ static FO_INLINE T FN(fo_grad)(T g, T sign, T grad_scale, const int SCALED)
 #include "algos/rmsprop.h"
 #include "algos/adadelta.h"
 #include "algos/adam.h"
+#include "algos/adamax.h"
+#include "algos/nadam.h"
+#include "algos/radam.h"
+#include "algos/asgd.h"
+#include "algos/rprop.h"

@@ -78,6 +78,20 @@ def check_grad_scale(grad_scale):
     return value
 
 
+def _check_real_value(name, value, message):
+    if math.isnan(_real(name, value)):
+        raise ValueError(message.format(value))
+
+
+def _check_etas(name, value, message):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair of floats, got {value!r}")
+    minus = _real(f"{name}[0]", value[0])
+    plus = _real(f"{name}[1]", value[1])
+    if not (0.0 < minus < 1.0 < plus):
+        raise ValueError(message.format(value[0], value[1]))
+
+
 def _check_bool(name, value, message):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
@@ -89,6 +103,8 @@ CHECKS = {
     "unit": _check_unit,          # 0 <= x <= 1
     "betas": _check_betas,        # pair, each 0 <= x < 1
     "pair": _check_pair,          # pair of reals, neither NaN
+    "real": _check_real_value,    # any real but NaN (inf allowed)
+    "etas": _check_etas,          # Rprop's 0 < etaminus < 1 < etaplus
     "bool": _check_bool,
 }
 
@@ -461,4 +477,139 @@ register(Algorithm(
     fixed={"decoupled_weight_decay": True},
     configs=_combos(lr=(0.01,), weight_decay=(0.0, 0.1), amsgrad=(False, True),
                     maximize=(False, True)),
+))
+
+
+def _f32(value):
+    """`value` rounded to float32: torch keeps per-parameter scalar state (NAdam's
+    mu_product, ASGD's eta and mu) as 0-d tensors of its default dtype, float32."""
+    return float(np.float32(value))
+
+
+register(Algorithm(
+    name="adamax", cls_name="Adamax", kernel="adamax", torch="Adamax", positional=4,
+    summary="Adam with the infinity norm of past gradients in place of the second moment",
+    hyper=(
+        Hyper("lr", 2e-3, "nonneg", LR),
+        Hyper("betas", (0.9, 0.999), "betas", BETAS, kernel_names=("beta1", "beta2")),
+        Hyper("eps", 1e-8, "nonneg", EPS),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"), State("exp_inf")),
+    configs=_combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, True)) + (
+        {"lr": 0.01, "betas": (0.3, 0.5), "eps": 1e-3},
+        {"lr": 0.01, "betas": (0.0, 0.0)},
+    ),
+))
+
+
+def _nadam_advance(group, step, values):
+    beta1 = group["betas"][0]
+    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * group["momentum_decay"])))
+    # torch: mu_product *= mu, on a float32 0-d tensor
+    mu_product = _f32(np.float32(values["mu_product"]) * np.float32(mu))
+    return {"mu_product": mu_product}, {"mu_product": mu_product}
+
+
+_NADAM_CONFIGS = _combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, True)) + (
+    {"lr": 0.01, "betas": (0.3, 0.5), "momentum_decay": 0.1},
+    {"lr": 0.01, "momentum_decay": 0.0},
+    {"lr": 0.01, "betas": (0.6, 0.0), "eps": 1e-3},
+)
+
+register(Algorithm(
+    name="nadam", cls_name="NAdam", kernel="nadam", torch="NAdam", positional=6,
+    summary="Adam with Nesterov momentum",
+    hyper=(
+        Hyper("lr", 2e-3, "nonneg", LR),
+        Hyper("betas", (0.9, 0.999), "betas", BETAS, kernel_names=("beta1", "beta2")),
+        Hyper("eps", 1e-8, "nonneg", EPS),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("momentum_decay", 4e-3, "nonneg", "Invalid momentum_decay value: {}"),
+        Hyper("decoupled_weight_decay", False, "bool"),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"), State("exp_avg_sq")),
+    scalar_state=(ScalarState("mu_product", lambda group: 1.0),),
+    advance=_nadam_advance,
+    configs=_NADAM_CONFIGS + tuple(dict(c, decoupled_weight_decay=True)
+                                   for c in _NADAM_CONFIGS if c.get("weight_decay")),
+))
+
+_RADAM_CONFIGS = _combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, True)) + (
+    # rho_t > 5 from step 6 on with the default beta2: both branches within 30 steps
+    {"lr": 0.01, "betas": (0.3, 0.5)},   # rho_inf = 3: never rectified
+    {"lr": 0.01, "betas": (0.6, 0.9), "eps": 1e-3},
+    {"lr": 0.01, "betas": (0.0, 0.0)},
+)
+
+register(Algorithm(
+    name="radam", cls_name="RAdam", kernel="radam", torch="RAdam", positional=5,
+    summary="Adam with the variance of its adaptive learning rate rectified",
+    hyper=(
+        Hyper("lr", 1e-3, "nonneg", LR),
+        Hyper("betas", (0.9, 0.999), "betas", BETAS, kernel_names=("beta1", "beta2")),
+        Hyper("eps", 1e-8, "nonneg", EPS),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("decoupled_weight_decay", False, "bool"),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"), State("exp_avg_sq")),
+    configs=_RADAM_CONFIGS + tuple(dict(c, decoupled_weight_decay=True)
+                                   for c in _RADAM_CONFIGS if c.get("weight_decay")),
+))
+
+
+def _asgd_advance(group, step, values):
+    lr, lambd = group["lr"], group["lambd"]
+    eta = _f32(lr / ((1 + lambd * lr * step) ** group["alpha"]))
+    mu = _f32(1 / max(1, step - group["t0"]))
+    # the pass uses the values from before this step; torch updates them after it
+    return {"eta": values["eta"], "mu": values["mu"]}, {"eta": eta, "mu": mu}
+
+
+register(Algorithm(
+    name="asgd", cls_name="ASGD", kernel="asgd", torch="ASGD", positional=5,
+    summary="averaged stochastic gradient descent",
+    hyper=(
+        Hyper("lr", 1e-2, "nonneg", LR, kernel_names=()),
+        Hyper("lambd", 1e-4, "real", "Invalid lambd value: {}"),
+        Hyper("alpha", 0.75, "real", "Invalid alpha value: {}", kernel_names=()),
+        Hyper("t0", 1e6, "real", "Invalid t0 value: {}", kernel_names=()),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("ax"),),
+    scalar_state=(ScalarState("eta", lambda group: _f32(group["lr"])),
+                  ScalarState("mu", lambda group: 1.0)),
+    advance=_asgd_advance,
+    # with lambd != 0, every step shrinks the parameter by (1 - lambd * eta)
+    zero_grad_is_no_op=lambda group: group["lambd"] == 0,
+    configs=_combos(lr=(0.01,), weight_decay=(0.0, 0.1), t0=(1e6, 4.0),
+                    maximize=(False, True)) + (
+        {"lr": 0.05, "lambd": 0.0, "t0": 0.0},
+        {"lr": 0.05, "lambd": 0.5, "alpha": 1.0, "t0": 10.0},
+    ),
+))
+
+register(Algorithm(
+    name="rprop", cls_name="Rprop", kernel="rprop", torch="Rprop", positional=3,
+    summary="resilient backpropagation: per-coordinate step sizes driven by gradient signs",
+    hyper=(
+        Hyper("lr", 1e-2, "nonneg", LR, kernel_names=()),
+        Hyper("etas", (0.5, 1.2), "etas", "Invalid eta values: {}, {}",
+              kernel_names=("etaminus", "etaplus")),
+        Hyper("step_sizes", (1e-6, 50), "pair", "Invalid step_sizes value: {}",
+              kernel_names=("step_size_min", "step_size_max")),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("prev"), State("step_size", fill=lambda group: group["lr"])),
+    keeps_step=True,
+    # a new step size starts at lr and is clamped to step_sizes[0] > 0 on the first
+    # step, so lr = 0 still moves the parameter
+    lr_zero_is_no_op=lambda group: False,
+    configs=_combos(lr=(0.01, 0.2), etas=((0.5, 1.2), (0.3, 1.7)), maximize=(False, True))
+    + ({"lr": 0.01, "step_sizes": (1e-3, 0.05)},
+       {"lr": 0.1, "step_sizes": (0.02, 0.01)}),   # min > max: torch clamps to max
 ))

@@ -25,7 +25,8 @@ import numpy as np
 from . import _kernels
 from ._registry import check_grad_scale, get_algorithm
 
-__all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw"]
+__all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam",
+           "radam", "asgd", "rprop"]
 
 
 def _check_step(step):
@@ -36,12 +37,18 @@ def _check_step(step):
     return int(step)
 
 
+def _check_real(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
 def _apply(name, buffers, hyper, step=None, first_step=False, grad_scale=None,
            advanced=None):
     algorithm = get_algorithm(name)
     algorithm.validate(hyper)
     grad_scale = check_grad_scale(grad_scale)
-    if algorithm.tracks_step:
+    if "step" in algorithm.per_param:
         step = _check_step(step)
     if not isinstance(first_step, (bool, np.bool_)):
         raise TypeError(f"first_step must be a bool, got {type(first_step).__name__}")
@@ -190,3 +197,152 @@ def adamw(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, be
     _apply("adamw", (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
            dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                 maximize=maximize), step, grad_scale=grad_scale)
+
+
+def adamax(param, grad, exp_avg, exp_inf, *, step, lr, betas, eps, weight_decay, maximize,
+           grad_scale=None):
+    r"""Fused in-place Adamax step (torch.optim.Adamax semantics).
+
+    .. math::
+
+        d &= \pm g + \lambda\,\theta \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, d \\
+        u &\leftarrow \max(\beta_2 u,\ |d| + \epsilon) \\
+        \theta &\leftarrow \theta - \frac{\gamma}{1 - \beta_1^t}\, \frac{m}{u}
+
+    with :math:`u` = `exp_inf` (torch's state key), :math:`\gamma` = `lr`.
+
+    .. warning:: eps is added to :math:`|d|` inside the maximum, as torch does; the
+       paper (Kingma and Ba, 2015, Algorithm 2) has no eps, and optax adds it to the
+       denominator.
+
+    References
+    ----------
+    Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, section 7.1.
+    """
+    _apply("adamax", (param, grad, exp_avg, exp_inf),
+           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize),
+           step, grad_scale=grad_scale)
+
+
+def nadam(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay,
+          momentum_decay, decoupled_weight_decay, maximize, mu_product, grad_scale=None):
+    r"""Fused in-place NAdam step (torch.optim.NAdam semantics).
+
+    .. math::
+
+        \mu_t &= \beta_1 \left(1 - \tfrac12\, 0.96^{t\,\psi}\right), \quad
+            \Pi_t = \textstyle\prod_{i \le t} \mu_i \\
+        d &= \pm g \ (+\ \lambda\,\theta \text{ unless decoupled}), \quad
+            \theta \leftarrow \theta\,(1 - \gamma\lambda) \text{ (decoupled)} \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, d, \quad
+            v \leftarrow \beta_2 v + (1 - \beta_2)\, d^2 \\
+        \theta &\leftarrow \theta - \gamma \frac{1 - \mu_t}{1 - \Pi_t}
+            \frac{d}{\sqrt{v / (1 - \beta_2^t)} + \epsilon}
+            - \gamma \frac{\mu_{t+1}}{1 - \Pi_t\,\mu_{t+1}}
+            \frac{m}{\sqrt{v / (1 - \beta_2^t)} + \epsilon}
+
+    with :math:`\psi` = `momentum_decay`.  `mu_product` is :math:`\Pi_t`, the product
+    *including* this step's :math:`\mu_t` (torch multiplies its ``mu_product`` state
+    before the update); the caller keeps it between steps, as :class:`fastopt.NAdam`
+    does.
+
+    .. warning:: :class:`fastopt.NAdam` keeps ``mu_product`` in float32 whatever the
+       parameter's dtype, as torch keeps it in its default dtype (float32 unless
+       ``torch.set_default_dtype(torch.float64)``).
+
+    References
+    ----------
+    Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop.
+    """
+    _apply("nadam", (param, grad, exp_avg, exp_avg_sq),
+           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+                maximize=maximize), step, grad_scale=grad_scale,
+           advanced={"mu_product": _check_real("mu_product", mu_product)})
+
+
+def radam(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay,
+          decoupled_weight_decay, maximize, grad_scale=None):
+    r"""Fused in-place RAdam step (torch.optim.RAdam semantics).
+
+    .. math::
+
+        d &= \pm g \ (+\ \lambda\,\theta \text{ unless decoupled}), \quad
+            \theta \leftarrow \theta\,(1 - \gamma\lambda) \text{ (decoupled)} \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, d, \quad
+            v \leftarrow \beta_2 v + (1 - \beta_2)\, d^2 \\
+        \rho_\infty &= \frac{2}{1 - \beta_2} - 1, \quad
+            \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1 - \beta_2^t} \\
+        r_t &= \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\rho_\infty}
+            {(\rho_\infty - 4)(\rho_\infty - 2)\rho_t}} \\
+        \theta &\leftarrow \theta - \gamma \frac{m}{1 - \beta_1^t}
+            \frac{\sqrt{1 - \beta_2^t}}{\sqrt{v} + \epsilon}\, r_t
+            \quad\text{if } \rho_t > 5, \text{ else }
+            \theta \leftarrow \theta - \gamma \frac{m}{1 - \beta_1^t}
+
+    The rectification branch is chosen once per step (it depends on the step only).
+
+    References
+    ----------
+    Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020.
+    """
+    _apply("radam", (param, grad, exp_avg, exp_avg_sq),
+           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                decoupled_weight_decay=decoupled_weight_decay, maximize=maximize), step,
+           grad_scale=grad_scale)
+
+
+def asgd(param, grad, ax, *, lambd, weight_decay, maximize, eta, mu, grad_scale=None):
+    r"""Fused in-place ASGD (averaged SGD) step (torch.optim.ASGD semantics).
+
+    .. math::
+
+        d &= \pm g + \lambda_{wd}\,\theta \\
+        \theta &\leftarrow \theta\,(1 - \lambda\,\eta) - \eta\, d \\
+        \bar\theta &\leftarrow \theta \text{ if } \mu = 1 \text{ else }
+            \bar\theta + \mu\,(\theta - \bar\theta)
+
+    with :math:`\lambda` = `lambd`, :math:`\bar\theta` = `ax`.  `eta` and `mu` are
+    the per-parameter scalars *before* this step; after it, torch sets
+    :math:`\eta = \gamma / (1 + \lambda\gamma t)^{\alpha}` and
+    :math:`\mu = 1 / \max(1, t - t_0)` (:class:`fastopt.ASGD` does this, from `lr`,
+    `alpha` and `t0`, which the pass itself does not use).
+
+    .. warning:: :class:`fastopt.ASGD` keeps ``eta`` and ``mu`` in float32, as torch
+       keeps them in its default dtype.
+
+    References
+    ----------
+    Polyak and Juditsky, "Acceleration of Stochastic Approximation by Averaging",
+    SIAM J. Control Optim. 30(4), 1992.
+    """
+    _apply("asgd", (param, grad, ax),
+           dict(lambd=lambd, weight_decay=weight_decay, maximize=maximize),
+           grad_scale=grad_scale,
+           advanced={"eta": _check_real("eta", eta), "mu": _check_real("mu", mu)})
+
+
+def rprop(param, grad, prev, step_size, *, etas, step_sizes, maximize, grad_scale=None):
+    r"""Fused in-place Rprop step (torch.optim.Rprop semantics).
+
+    .. math::
+
+        f &= \eta_+ \text{ if } d\, d_{prev} > 0,\ \eta_- \text{ if }
+            d\, d_{prev} < 0,\ 1 \text{ otherwise} \\
+        s &\leftarrow \operatorname{clamp}(f\, s,\ s_{min},\ s_{max}) \\
+        d &\leftarrow 0 \text{ where } f = \eta_- \\
+        \theta &\leftarrow \theta - \operatorname{sign}(d)\, s, \quad
+            d_{prev} \leftarrow d
+
+    with :math:`d = \pm g`, :math:`(\eta_-, \eta_+)` = `etas`, :math:`(s_{min},
+    s_{max})` = `step_sizes`, :math:`s` = `step_size` (a new one starts at `lr`).
+    The sign of NaN is 0, as torch.sign.
+
+    References
+    ----------
+    Riedmiller and Braun, "A Direct Adaptive Method for Faster Backpropagation
+    Learning: The RPROP Algorithm", IEEE ICNN 1993.
+    """
+    _apply("rprop", (param, grad, prev, step_size),
+           dict(etas=etas, step_sizes=step_sizes, maximize=maximize), grad_scale=grad_scale)

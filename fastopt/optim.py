@@ -415,4 +415,24 @@ class AdamW(Optimizer):
     algorithm = get_algorithm("adamw")
 
 
+class Adamax(Optimizer):
+    algorithm = get_algorithm("adamax")
+
+
+class NAdam(Optimizer):
+    algorithm = get_algorithm("nadam")
+
+
+class RAdam(Optimizer):
+    algorithm = get_algorithm("radam")
+
+
+class ASGD(Optimizer):
+    algorithm = get_algorithm("asgd")
+
+
+class Rprop(Optimizer):
+    algorithm = get_algorithm("rprop")
+
+
 __all__ += [a.cls_name for a in ALGORITHMS.values()]

@@ -14,7 +14,8 @@ check nothing; use :mod:`fastopt.functional` for real work.
 """
 import numpy as np
 
-__all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw"]
+__all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam",
+           "radam", "asgd", "rprop"]
 
 
 def _lerp(start, end, weight):
@@ -126,3 +127,90 @@ def adamw(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, be
     adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, betas=betas,
          eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
          decoupled_weight_decay=True, grad_scale=grad_scale)
+
+
+def _weight_decay(param, d, lr, weight_decay, decoupled_weight_decay):
+    """Decoupled decay scales `param` in place; coupled decay is added to `d`."""
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            param *= 1 - lr * weight_decay
+        else:
+            d = d + weight_decay * param
+    return d
+
+
+def adamax(param, grad, exp_avg, exp_inf, *, step, lr, betas, eps, weight_decay, maximize,
+           grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.adamax`."""
+    beta1, beta2 = betas
+    d = _direction(param, grad, weight_decay, maximize, grad_scale)
+    _lerp(exp_avg, d, 1 - beta1)
+    np.maximum(exp_inf * beta2, np.abs(d) + eps, out=exp_inf)
+    clr = lr / (1 - beta1**step)
+    param += (-clr * exp_avg) / exp_inf
+
+
+def nadam(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay,
+          momentum_decay, decoupled_weight_decay, maximize, mu_product, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.nadam`."""
+    beta1, beta2 = betas
+    bias_correction2 = 1 - beta2**step
+    d = _weight_decay(param, _grad(grad, maximize, grad_scale), lr, weight_decay,
+                      decoupled_weight_decay)
+    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
+    mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
+    _lerp(exp_avg, d, 1 - beta1)
+    exp_avg_sq[...] = exp_avg_sq * beta2 + ((1 - beta2) * d) * d
+    denom = np.sqrt(exp_avg_sq / bias_correction2) + eps
+    param += ((-lr * (1.0 - mu) / (1.0 - mu_product)) * d) / denom
+    param += (((-lr * mu_next) / (1.0 - mu_product * mu_next)) * exp_avg) / denom
+
+
+def radam(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay,
+          decoupled_weight_decay, maximize, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.radam`."""
+    beta1, beta2 = betas
+    d = _weight_decay(param, _grad(grad, maximize, grad_scale), lr, weight_decay,
+                      decoupled_weight_decay)
+    _lerp(exp_avg, d, 1 - beta1)
+    exp_avg_sq[...] = exp_avg_sq * beta2 + ((1 - beta2) * d) * d
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    corrected = exp_avg / bias_correction1
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
+    if rho_t > 5.0:
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        # torch evaluates `float / tensor` as `tensor.reciprocal() * float`
+        adaptive = (1 / (np.sqrt(exp_avg_sq) + eps)) * bias_correction2**0.5
+        param -= ((corrected * lr) * adaptive) * rect
+    else:
+        param -= corrected * lr
+
+
+def asgd(param, grad, ax, *, lambd, weight_decay, maximize, eta, mu, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.asgd`."""
+    d = _direction(param, grad, weight_decay, maximize, grad_scale)
+    param *= 1 - lambd * eta
+    param += -eta * d
+    if mu != 1:
+        ax += (param - ax) * mu
+    else:
+        ax[...] = param
+
+
+def rprop(param, grad, prev, step_size, *, etas, step_sizes, maximize, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.rprop`."""
+    etaminus, etaplus = etas
+    step_size_min, step_size_max = step_sizes
+    one = param.dtype.type(1)
+    d = _grad(grad, maximize, grad_scale)
+    product = d * prev
+    factor = np.where(product > 0, param.dtype.type(etaplus),
+                      np.where(product < 0, param.dtype.type(etaminus), one))
+    step_size[...] = np.minimum(np.maximum(step_size * factor, step_size_min), step_size_max)
+    d = np.where(factor == param.dtype.type(etaminus), param.dtype.type(0), d)
+    direction = (d > 0).astype(param.dtype) - (d < 0).astype(param.dtype)  # torch.sign
+    param += -direction * step_size
+    prev[...] = d

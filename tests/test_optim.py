@@ -117,6 +117,19 @@ BAD_CONSTRUCTOR = [
     ("adagrad", {"lr_decay": -1.0}, ValueError, "Invalid lr_decay value"),
     ("adagrad", {"initial_accumulator_value": -1.0}, ValueError,
      "Invalid initial_accumulator_value value"),
+    ("adamax", {"betas": (0.9, 1.0)}, ValueError, "Invalid beta parameter at index 1: 1.0"),
+    ("adamax", {"lr": -0.1}, ValueError, "Invalid learning rate: -0.1"),
+    ("nadam", {"momentum_decay": -1.0}, ValueError, "Invalid momentum_decay value: -1.0"),
+    ("nadam", {"decoupled_weight_decay": "yes"}, TypeError, "decoupled_weight_decay must be a bool"),
+    ("radam", {"eps": -1.0}, ValueError, "Invalid epsilon value: -1.0"),
+    ("asgd", {"weight_decay": -1.0}, ValueError, "Invalid weight_decay value: -1.0"),
+    ("asgd", {"lambd": float("nan")}, ValueError, "Invalid lambd value: nan"),
+    ("asgd", {"t0": "1"}, TypeError, "t0 must be a real number"),
+    ("rprop", {"etas": (1.5, 1.2)}, ValueError, r"Invalid eta values: 1.5, 1.2"),
+    ("rprop", {"etas": (0.5, 1.0)}, ValueError, r"Invalid eta values: 0.5, 1.0"),
+    ("rprop", {"etas": 0.5}, TypeError, "etas must be a pair"),
+    ("rprop", {"step_sizes": (float("nan"), 1.0)}, ValueError, "Invalid step_sizes value: nan"),
+    ("rprop", {"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
 ]
 
 
@@ -258,3 +271,31 @@ def test_grad_scale_is_keyword_only():
     opt = fastopt.SGD([np.ones(2)], lr=0.1)
     with pytest.raises(TypeError):
         opt.step([np.ones(2)], 2.0)
+
+
+@pytest.mark.parametrize("name", ["nadam", "asgd"])
+def test_scalar_state_is_saved_and_loaded_as_torch_keeps_it(name):
+    """NAdam's mu_product and ASGD's eta and mu live in the state dict as scalars; a
+    torch state dict turned into NumPy holds them as 0-d float32 arrays."""
+    algorithm = fastopt.get_algorithm(name)
+    p = np.ones(3)
+    opt = algorithm.cls([p], lr=0.1)
+    opt.step([np.full(3, 0.5)])
+    saved = opt.state_dict()
+    names = [s.name for s in algorithm.scalar_state]
+    for key in names:
+        assert isinstance(saved["state"][0][key], float)
+    as_torch = {"state": {0: {k: (np.asarray(v, np.float32) if k in names else v)
+                              for k, v in saved["state"][0].items()}},
+                "param_groups": saved["param_groups"]}
+    q = p.copy()
+    other = algorithm.cls([q], lr=0.1)
+    other.load_state_dict(as_torch)
+    assert {k: other.state[0][k] for k in names} == {k: saved["state"][0][k] for k in names}
+    opt.step([np.full(3, 0.25)])
+    other.step([np.full(3, 0.25)])
+    assert p.tobytes() == q.tobytes()
+    missing = {"state": {0: {k: v for k, v in saved["state"][0].items() if k != names[0]}},
+               "param_groups": saved["param_groups"]}
+    with pytest.raises(ValueError, match=f"'{names[0]}'\\] is missing"):
+        other.load_state_dict(missing)

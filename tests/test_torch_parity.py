@@ -14,7 +14,8 @@ TOL = {np.float32: 2e-4, np.float64: 1e-9}
 
 def torch_kwargs(algorithm, hyper):
     kwargs = dict(hyper)
-    if algorithm.torch in ("SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta"):
+    if algorithm.torch in ("SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "Adamax",
+                           "NAdam", "RAdam", "ASGD", "Rprop"):
         kwargs["foreach"] = False
     return kwargs
 

@@ -48,6 +48,13 @@ const fo_kernel_entry fo_kernels[] = {
     FO_ENTRY(asgd, "param grad ax", "lambd weight_decay maximize eta mu grad_scale"),
     FO_ENTRY(rprop, "param grad prev step_size",
              "etaminus etaplus step_size_min step_size_max maximize grad_scale"),
+    FO_ENTRY(lion, "param grad exp_avg", "lr beta1 beta2 weight_decay maximize grad_scale"),
+    FO_ENTRY(adabelief, "param grad exp_avg exp_avg_var",
+             "step lr beta1 beta2 eps weight_decay decoupled_weight_decay maximize grad_scale"),
+    FO_ENTRY(yogi, "param grad exp_avg exp_avg_sq",
+             "lr beta1 beta2 eps weight_decay maximize grad_scale"),
+    FO_ENTRY(adan, "param grad exp_avg exp_avg_diff exp_avg_sq pre_grad",
+             "step lr beta1 beta2 beta3 eps weight_decay no_prox maximize first_step grad_scale"),
 };
 const int fo_nkernels = (int)(sizeof(fo_kernels) / sizeof(fo_kernels[0]));
 

@@ -63,3 +63,7 @@ static FO_INLINE T FN(fo_grad)(T g, T sign, T grad_scale, const int SCALED)
 #include "algos/radam.h"
 #include "algos/asgd.h"
 #include "algos/rprop.h"
+#include "algos/lion.h"
+#include "algos/adabelief.h"
+#include "algos/yogi.h"
+#include "algos/adan.h"

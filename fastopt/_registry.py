@@ -92,6 +92,15 @@ def _check_etas(name, value, message):
         raise ValueError(message.format(value[0], value[1]))
 
 
+def _check_betas3(name, value, message):
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        raise TypeError(f"{name} must be three floats, got {value!r}")
+    for index, beta in enumerate(value):
+        v = _real(f"{name}[{index}]", beta)
+        if not (0.0 <= v < 1.0):
+            raise ValueError(message.format(beta, index=index))
+
+
 def _check_bool(name, value, message):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
@@ -105,6 +114,7 @@ CHECKS = {
     "pair": _check_pair,          # pair of reals, neither NaN
     "real": _check_real_value,    # any real but NaN (inf allowed)
     "etas": _check_etas,          # Rprop's 0 < etaminus < 1 < etaplus
+    "betas3": _check_betas3,      # three, each 0 <= x < 1
     "bool": _check_bool,
 }
 
@@ -612,4 +622,85 @@ register(Algorithm(
     configs=_combos(lr=(0.01, 0.2), etas=((0.5, 1.2), (0.3, 1.7)), maximize=(False, True))
     + ({"lr": 0.01, "step_sizes": (1e-3, 0.05)},
        {"lr": 0.1, "step_sizes": (0.02, 0.01)}),   # min > max: torch clamps to max
+))
+
+
+# -- beyond torch.optim: each from its paper (see the functional's docstring) ----------
+
+register(Algorithm(
+    name="lion", cls_name="Lion", kernel="lion", positional=3,
+    summary="sign of an interpolated momentum, with decoupled weight decay",
+    hyper=(
+        Hyper("lr", 1e-4, "nonneg", LR),
+        Hyper("betas", (0.9, 0.99), "betas", BETAS, kernel_names=("beta1", "beta2")),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"),),
+    configs=_combos(lr=(1e-3,), weight_decay=(0.0, 0.5), maximize=(False, True)) + (
+        {"lr": 1e-3, "betas": (0.5, 0.9)},
+        {"lr": 1e-3, "betas": (0.0, 0.0)},
+    ),
+))
+
+_ADABELIEF_CONFIGS = _combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, True)) + (
+    {"lr": 0.01, "betas": (0.3, 0.5), "eps": 1e-8},
+    {"lr": 0.01, "betas": (0.0, 0.0), "eps": 1e-3},
+)
+
+register(Algorithm(
+    name="adabelief", cls_name="AdaBelief", kernel="adabelief", positional=5,
+    summary="Adam with the variance of the gradient around its momentum (the belief)",
+    hyper=(
+        Hyper("lr", 1e-3, "nonneg", LR),
+        Hyper("betas", (0.9, 0.999), "betas", BETAS, kernel_names=("beta1", "beta2")),
+        Hyper("eps", 1e-16, "nonneg", EPS),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("decoupled_weight_decay", False, "bool"),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"), State("exp_avg_var")),
+    configs=_ADABELIEF_CONFIGS + tuple(dict(c, decoupled_weight_decay=True)
+                                       for c in _ADABELIEF_CONFIGS if c.get("weight_decay")),
+))
+
+register(Algorithm(
+    name="yogi", cls_name="Yogi", kernel="yogi", positional=5,
+    summary="Adam with an additive, sign-controlled second-moment update",
+    hyper=(
+        Hyper("lr", 1e-2, "nonneg", LR),
+        Hyper("betas", (0.9, 0.999), "betas", BETAS, kernel_names=("beta1", "beta2")),
+        Hyper("eps", 1e-3, "nonneg", EPS),
+        Hyper("initial_accumulator_value", 1e-6, "nonneg",
+              "Invalid initial_accumulator_value value: {}", kernel_names=()),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"),
+           State("exp_avg_sq", fill=lambda group: group["initial_accumulator_value"])),
+    configs=_combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, True)) + (
+        {"lr": 0.01, "betas": (0.5, 0.9), "eps": 1e-6, "initial_accumulator_value": 0.0},
+        {"lr": 0.01, "betas": (0.0, 0.3), "initial_accumulator_value": 0.5},
+    ),
+))
+
+register(Algorithm(
+    name="adan", cls_name="Adan", kernel="adan", positional=5,
+    summary="adaptive Nesterov momentum from the difference of successive gradients",
+    hyper=(
+        Hyper("lr", 1e-3, "nonneg", LR),
+        Hyper("betas", (0.98, 0.92, 0.99), "betas3", BETAS,
+              kernel_names=("beta1", "beta2", "beta3")),
+        Hyper("eps", 1e-8, "nonneg", EPS),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("no_prox", False, "bool"),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"), State("exp_avg_diff"), State("exp_avg_sq"),
+           State("pre_grad", fill=None)),
+    configs=_combos(lr=(0.01,), weight_decay=(0.0, 0.1), no_prox=(False, True),
+                    maximize=(False, True)) + (
+        {"lr": 0.01, "betas": (0.5, 0.3, 0.9), "eps": 1e-3},
+        {"lr": 0.01, "betas": (0.0, 0.0, 0.0)},
+    ),
 ))

@@ -26,7 +26,7 @@ from . import _kernels
 from ._registry import check_grad_scale, get_algorithm
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam",
-           "radam", "asgd", "rprop"]
+           "radam", "asgd", "rprop", "lion", "adabelief", "yogi", "adan"]
 
 
 def _check_step(step):
@@ -346,3 +346,138 @@ def rprop(param, grad, prev, step_size, *, etas, step_sizes, maximize, grad_scal
     """
     _apply("rprop", (param, grad, prev, step_size),
            dict(etas=etas, step_sizes=step_sizes, maximize=maximize), grad_scale=grad_scale)
+
+
+def lion(param, grad, exp_avg, *, lr, betas, weight_decay, maximize, grad_scale=None):
+    r"""Fused in-place Lion step.
+
+    .. math::
+
+        \theta &\leftarrow \theta\,(1 - \gamma\lambda) \\
+        \theta &\leftarrow \theta - \gamma\, \operatorname{sign}(\beta_1 m + (1 - \beta_1)\, d) \\
+        m &\leftarrow \beta_2 m + (1 - \beta_2)\, d
+
+    with :math:`d = \pm g`, :math:`\gamma` = `lr`, :math:`\lambda` = `weight_decay`
+    (decoupled, as in the paper), :math:`m` = `exp_avg`.
+
+    Conventions: :math:`\operatorname{sign}(0) = 0` (a coordinate whose interpolated
+    momentum is exactly zero does not move), and the sign of NaN is NaN, so a NaN
+    gradient shows in the parameter instead of being silently dropped.  Defaults
+    (``lr=1e-4, betas=(0.9, 0.99), weight_decay=0``) follow the paper's advice of a
+    learning rate 3-10x smaller than AdamW's.
+
+    .. warning:: The paper and optax write weight decay as
+       :math:`\theta - \gamma(\operatorname{sign}(c) + \lambda\theta)`; here it is
+       applied first as :math:`\theta (1 - \gamma\lambda)`, as the authors' PyTorch
+       code does: equal in exact arithmetic, different in rounding.
+
+    References
+    ----------
+    Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023,
+    arXiv:2302.06675, Program 1.
+    """
+    _apply("lion", (param, grad, exp_avg),
+           dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize),
+           grad_scale=grad_scale)
+
+
+def adabelief(param, grad, exp_avg, exp_avg_var, *, step, lr, betas, eps, weight_decay,
+              decoupled_weight_decay, maximize, grad_scale=None):
+    r"""Fused in-place AdaBelief step.
+
+    .. math::
+
+        d &= \pm g \ (+\ \lambda\,\theta \text{ unless decoupled}), \quad
+            \theta \leftarrow \theta\,(1 - \gamma\lambda) \text{ (decoupled)} \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, d \\
+        s &\leftarrow \beta_2 s + (1 - \beta_2)\,(d - m)^2 + \epsilon \\
+        \theta &\leftarrow \theta - \frac{\gamma}{1 - \beta_1^t}\,
+            \frac{m}{\sqrt{s} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    with :math:`s` = `exp_avg_var`: the step is scaled by the "belief" in the gradient,
+    the running variance of its deviation from the momentum :math:`m` (already updated
+    with :math:`d`, as in the paper).
+
+    .. warning:: eps enters twice, as in the paper's Algorithm 2 and the authors'
+       code: added to :math:`s` inside the state, and to the denominator.  optax
+       instead takes the deviation from the *previous* momentum and adds its
+       ``eps_root`` before the bias correction; the two differ.  The authors' code's
+       optional rectification (``rectify=True`` there) is not part of this update.
+
+    References
+    ----------
+    Zhuang et al., "AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed
+    Gradients", NeurIPS 2020, Algorithm 2.
+    """
+    _apply("adabelief", (param, grad, exp_avg, exp_avg_var),
+           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                decoupled_weight_decay=decoupled_weight_decay, maximize=maximize), step,
+           grad_scale=grad_scale)
+
+
+def yogi(param, grad, exp_avg, exp_avg_sq, *, lr, betas, eps, weight_decay, maximize,
+         grad_scale=None):
+    r"""Fused in-place Yogi step.
+
+    .. math::
+
+        d &= \pm g + \lambda\,\theta \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, d \\
+        v &\leftarrow v - (1 - \beta_2)\, \operatorname{sign}(v - d^2)\, d^2 \\
+        \theta &\leftarrow \theta - \gamma\, \frac{m}{\sqrt{v} + \epsilon}
+
+    The second moment moves towards :math:`d^2` by at most :math:`(1 - \beta_2)\,d^2`
+    per step, an additive change whose size does not depend on :math:`v`, where Adam's
+    average can forget a large :math:`v` quickly.  No bias correction (as the paper's Algorithm 2 and optax);
+    :class:`fastopt.Yogi` starts :math:`v` at ``initial_accumulator_value`` (1e-6, the
+    paper's and optax's choice) and :math:`m` at 0.  sign(0) = 0.
+
+    .. warning:: optax also starts :math:`m` at ``initial_accumulator_value``; here it
+       starts at 0, as in the paper.  Weight decay is an L2 term added to the gradient
+       (the paper has none).
+
+    References
+    ----------
+    Zaheer et al., "Adaptive Methods for Nonconvex Optimization", NeurIPS 2018,
+    Algorithm 2.
+    """
+    _apply("yogi", (param, grad, exp_avg, exp_avg_sq),
+           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize),
+           grad_scale=grad_scale)
+
+
+def adan(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad, *, step, lr, betas, eps,
+         weight_decay, no_prox, maximize, first_step, grad_scale=None):
+    r"""Fused in-place Adan step.
+
+    .. math::
+
+        \Delta &= d - d_{prev} \ (0 \text{ on the first step}), \quad
+            u = d + \beta_2 \Delta \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, d, \quad
+            v \leftarrow \beta_2 v + (1 - \beta_2)\, \Delta, \quad
+            n \leftarrow \beta_3 n + (1 - \beta_3)\, u^2 \\
+        \theta &\leftarrow \left(\theta - \gamma\,
+            \frac{m / (1 - \beta_1^t) + \beta_2\, v / (1 - \beta_2^t)}
+            {\sqrt{n / (1 - \beta_3^t)} + \epsilon}\right) / (1 + \gamma\lambda)
+
+    with :math:`d = \pm g`, :math:`(m, v, n)` = (`exp_avg`, `exp_avg_diff`,
+    `exp_avg_sq`), :math:`d_{prev}` = `pre_grad` (set to :math:`d` by every step; on
+    the first step, ``first_step=True``, its contents are ignored).  With `no_prox`,
+    weight decay is decoupled instead: :math:`\theta \leftarrow \theta(1 - \gamma\lambda)`
+    before the update.
+
+    Conventions: the authors' PyTorch code's parameterization, ``betas=(0.98, 0.92,
+    0.99)``, where each :math:`\beta_k` is one minus the paper's (the paper's
+    :math:`(0.02, 0.08, 0.01)`), with its bias corrections and its zero difference on
+    the first step (the paper starts from :math:`m_0 = g_0`); the update is applied as
+    two divisions by the denominator, in that code's order.
+
+    References
+    ----------
+    Xie et al., "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep
+    Models", IEEE TPAMI 2024, arXiv:2208.06677, Algorithm 1.
+    """
+    _apply("adan", (param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad),
+           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, no_prox=no_prox,
+                maximize=maximize), step, first_step=first_step, grad_scale=grad_scale)

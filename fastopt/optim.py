@@ -435,4 +435,20 @@ class Rprop(Optimizer):
     algorithm = get_algorithm("rprop")
 
 
+class Lion(Optimizer):
+    algorithm = get_algorithm("lion")
+
+
+class AdaBelief(Optimizer):
+    algorithm = get_algorithm("adabelief")
+
+
+class Yogi(Optimizer):
+    algorithm = get_algorithm("yogi")
+
+
+class Adan(Optimizer):
+    algorithm = get_algorithm("adan")
+
+
 __all__ += [a.cls_name for a in ALGORITHMS.values()]

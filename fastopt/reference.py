@@ -15,7 +15,7 @@ check nothing; use :mod:`fastopt.functional` for real work.
 import numpy as np
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam",
-           "radam", "asgd", "rprop"]
+           "radam", "asgd", "rprop", "lion", "adabelief", "yogi", "adan"]
 
 
 def _lerp(start, end, weight):
@@ -214,3 +214,68 @@ def rprop(param, grad, prev, step_size, *, etas, step_sizes, maximize, grad_scal
     direction = (d > 0).astype(param.dtype) - (d < 0).astype(param.dtype)  # torch.sign
     param += -direction * step_size
     prev[...] = d
+
+
+def _sign(x):
+    """sign with sign(0) = 0, as (x > 0) - (x < 0) in the element type (NaN gives 0)."""
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
+def lion(param, grad, exp_avg, *, lr, betas, weight_decay, maximize, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.lion`."""
+    beta1, beta2 = betas
+    d = _grad(grad, maximize, grad_scale)
+    if weight_decay != 0:
+        param *= 1 - lr * weight_decay
+    c = exp_avg * beta1 + (1 - beta1) * d
+    param += -lr * np.where(np.isnan(c), c, _sign(c))   # a NaN stays NaN
+    exp_avg[...] = exp_avg * beta2 + (1 - beta2) * d
+
+
+def adabelief(param, grad, exp_avg, exp_avg_var, *, step, lr, betas, eps, weight_decay,
+              decoupled_weight_decay, maximize, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.adabelief`."""
+    beta1, beta2 = betas
+    d = _weight_decay(param, _grad(grad, maximize, grad_scale), lr, weight_decay,
+                      decoupled_weight_decay)
+    exp_avg[...] = exp_avg * beta1 + (1 - beta1) * d
+    residual = d - exp_avg
+    exp_avg_var[...] = exp_avg_var * beta2 + ((1 - beta2) * residual) * residual
+    exp_avg_var += eps
+    step_size = lr / (1 - beta1**step)
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    param += (-step_size * exp_avg) / (np.sqrt(exp_avg_var) / bias_correction2_sqrt + eps)
+
+
+def yogi(param, grad, exp_avg, exp_avg_sq, *, lr, betas, eps, weight_decay, maximize,
+         grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.yogi`."""
+    beta1, beta2 = betas
+    d = _direction(param, grad, weight_decay, maximize, grad_scale)
+    exp_avg[...] = exp_avg * beta1 + (1 - beta1) * d
+    d2 = d * d
+    exp_avg_sq -= ((1 - beta2) * _sign(exp_avg_sq - d2)) * d2
+    param += (-lr * exp_avg) / (np.sqrt(exp_avg_sq) + eps)
+
+
+def adan(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad, *, step, lr, betas, eps,
+         weight_decay, no_prox, maximize, first_step, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.adan`."""
+    beta1, beta2, beta3 = betas
+    d = _grad(grad, maximize, grad_scale)
+    diff = np.zeros_like(d) if first_step else d - pre_grad
+    u = diff * beta2 + d
+    exp_avg[...] = exp_avg * beta1 + (1 - beta1) * d
+    exp_avg_diff[...] = exp_avg_diff * beta2 + (1 - beta2) * diff
+    exp_avg_sq[...] = exp_avg_sq * beta3 + ((1 - beta3) * u) * u
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    bias_correction3_sqrt = (1 - beta3**step) ** 0.5
+    denom = np.sqrt(exp_avg_sq) / bias_correction3_sqrt + eps
+    if weight_decay != 0 and no_prox:
+        param *= 1 - lr * weight_decay
+    param += (-(lr / bias_correction1) * exp_avg) / denom
+    param += (-(lr * beta2 / bias_correction2) * exp_avg_diff) / denom
+    if weight_decay != 0 and not no_prox:
+        param /= 1 + lr * weight_decay
+    pre_grad[...] = d

@@ -428,13 +428,14 @@ def yogi(param, grad, exp_avg, exp_avg_sq, *, lr, betas, eps, weight_decay, maxi
 
     The second moment moves towards :math:`d^2` by at most :math:`(1 - \beta_2)\,d^2`
     per step, an additive change whose size does not depend on :math:`v`, where Adam's
-    average can forget a large :math:`v` quickly.  No bias correction (as the paper's Algorithm 2 and optax);
-    :class:`fastopt.Yogi` starts :math:`v` at ``initial_accumulator_value`` (1e-6, the
-    paper's and optax's choice) and :math:`m` at 0.  sign(0) = 0.
+    average can forget a large :math:`v` quickly.  No bias correction, as in the
+    paper's Algorithm 2; :class:`fastopt.Yogi` starts :math:`v` at
+    ``initial_accumulator_value`` (1e-6 by default, optax's default) and :math:`m` at 0.
+    sign(0) = 0.
 
-    .. warning:: optax also starts :math:`m` at ``initial_accumulator_value``; here it
-       starts at 0, as in the paper.  Weight decay is an L2 term added to the gradient
-       (the paper has none).
+    .. warning:: optax (0.2.8) differs: it bias-corrects both moments and also starts
+       :math:`m` at ``initial_accumulator_value``.  Weight decay here is an L2 term
+       added to the gradient (the paper has none).
 
     References
     ----------
@@ -472,6 +473,11 @@ def adan(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad, *, step, lr, 
     :math:`(0.02, 0.08, 0.01)`), with its bias corrections and its zero difference on
     the first step (the paper starts from :math:`m_0 = g_0`); the update is applied as
     two divisions by the denominator, in that code's order.
+
+    .. warning:: optax (0.2.8) weights the gradient difference by :math:`1 - \beta_2`
+       (0.08 with the defaults) in :math:`u` and in the update, where the paper
+       (:math:`1 - \beta_2^{paper}`) and the authors' code use :math:`\beta_2` (0.92);
+       the two do not agree.
 
     References
     ----------

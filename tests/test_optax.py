@@ -1,0 +1,58 @@
+"""fastopt against optax, the second public implementation of the algorithms beyond
+torch.optim, where the two follow the same convention (each functional's docstring says
+where optax differs: AdaBelief, Yogi and Adan do).  Optional: skipped without optax."""
+import numpy as np
+import pytest
+
+from conftest import config_id
+
+optax = pytest.importorskip("optax")
+jax = pytest.importorskip("jax")
+jax.config.update("jax_enable_x64", True)
+jnp = jax.numpy
+
+import fastopt  # noqa: E402
+
+STEPS = 30
+TOL = 1e-9  # of the displacement, float64 (XLA may fuse multiply-adds; we never do)
+
+
+def lion(hyper):
+    beta1, beta2 = hyper["betas"]
+    return optax.lion(hyper["lr"], b1=beta1, b2=beta2, weight_decay=hyper["weight_decay"])
+
+
+#: fastopt name -> (optax constructor from the hyperparameters, configurations)
+CASES = {
+    "lion": (lion, [{"lr": 1e-3}, {"lr": 1e-3, "weight_decay": 0.5},
+                    {"lr": 1e-3, "betas": (0.5, 0.9), "weight_decay": 0.1}]),
+}
+
+
+def cases():
+    return [pytest.param(name, config, id=f"{name}[{config_id(config)}]")
+            for name, (_, configs) in CASES.items() for config in configs]
+
+
+@pytest.mark.parametrize("name,config", cases())
+def test_matches_optax(name, config):
+    algorithm = fastopt.get_algorithm(name)
+    hyper = dict(algorithm.defaults, **config)
+    rng = np.random.default_rng(3)
+    shapes = [(31,), (4, 9)]
+    params = [rng.standard_normal(s) for s in shapes]
+    start = [p.copy() for p in params]
+    ours = algorithm.cls(params, **hyper)
+    transform = CASES[name][0](hyper)
+    theirs = [jnp.asarray(p) for p in start]
+    state = transform.init(theirs)
+    for _ in range(STEPS):
+        grads = [rng.standard_normal(p.shape) * np.exp(rng.uniform(-3, 1)) for p in params]
+        ours.step(grads)
+        updates, state = transform.update([jnp.asarray(g) for g in grads], state, theirs)
+        theirs = optax.apply_updates(theirs, updates)
+    for i, (p, q, p0) in enumerate(zip(params, theirs, start)):
+        expected = np.asarray(q)
+        moved = np.max(np.abs(expected - p0))
+        assert moved > 0
+        assert np.max(np.abs(p - expected)) <= TOL * moved, f"params[{i}]"

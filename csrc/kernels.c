@@ -27,6 +27,9 @@
 #undef SQRT
 
 #define FO_ENTRY(name, buffers, hyper) {#name, name##_f32, name##_f64, buffers, hyper}
+/* A two-pass kernel: its reduction is name_sums_f32/f64, making `nsums` sums. */
+#define FO_ENTRY_SUMS(name, buffers, hyper, nsums)                                     \
+    {#name, name##_f32, name##_f64, buffers, hyper, name##_sums_f32, name##_sums_f64, nsums}
 
 const fo_kernel_entry fo_kernels[] = {
     FO_ENTRY(sgd, "param grad momentum_buffer",
@@ -55,11 +58,33 @@ const fo_kernel_entry fo_kernels[] = {
              "lr beta1 beta2 eps weight_decay maximize grad_scale"),
     FO_ENTRY(adan, "param grad exp_avg exp_avg_diff exp_avg_sq pre_grad",
              "step lr beta1 beta2 beta3 eps weight_decay no_prox maximize first_step grad_scale"),
+    FO_ENTRY_SUMS(lamb, "param grad exp_avg exp_avg_sq",
+                  "step lr beta1 beta2 eps weight_decay maximize grad_scale "
+                  "param_sq_norm update_sq_norm", 2),
+    FO_ENTRY_SUMS(lars, "param grad momentum_buffer",
+                  "lr momentum weight_decay trust_coefficient nesterov maximize grad_scale "
+                  "param_sq_norm grad_sq_norm", 2),
 };
 const int fo_nkernels = (int)(sizeof(fo_kernels) / sizeof(fo_kernels[0]));
 
+void fo_reduce_tasks(const fo_task *tasks, int64_t ntasks)
+{
+    for (int64_t t = 0; t < ntasks; t++) {
+        const fo_task *task = &tasks[t];
+        if (task->reduce == NULL) continue;
+        for (int k = 0; k < task->nsums; k++) task->sums[k] = 0;
+        for (int64_t begin = 0; begin < task->n; begin += FO_SUM_BLOCK) {
+            int64_t end = task->n - begin < FO_SUM_BLOCK ? task->n : begin + FO_SUM_BLOCK;
+            double partial[FO_MAX_SUMS] = {0};
+            task->reduce(task->buf, begin, end, task->hyper, partial);
+            for (int k = 0; k < task->nsums; k++) task->sums[k] += partial[k];
+        }
+    }
+}
+
 void fo_run(const fo_task *tasks, int64_t ntasks)
 {
+    fo_reduce_tasks(tasks, ntasks);
     for (int64_t t = 0; t < ntasks; t++) {
         if (tasks[t].n > 0) tasks[t].fn(tasks[t].buf, 0, tasks[t].n, tasks[t].hyper);
     }

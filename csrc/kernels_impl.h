@@ -41,6 +41,12 @@ static FO_INLINE T FN(fo_grad)(T g, T sign, T grad_scale, const int SCALED)
     return SCALED ? d / grad_scale : d;
 }
 
+/* Fold FO_SUM_LANES lane sums into one, in the order fastopt.h fixes. */
+#ifndef FO_LANE_TOTAL
+#define FO_LANE_TOTAL(a) \
+    ((((a)[0] + (a)[1]) + ((a)[2] + (a)[3])) + (((a)[4] + (a)[5]) + ((a)[6] + (a)[7])))
+#endif
+
 #ifndef FO_OPT1
 /* Option dispatch: FO_OPTk(cond, M, args...) calls M(args..., 1) when cond holds and
  * M(args..., 0) otherwise, so nesting k of them instantiates a body once per option
@@ -67,3 +73,5 @@ static FO_INLINE T FN(fo_grad)(T g, T sign, T grad_scale, const int SCALED)
 #include "algos/adabelief.h"
 #include "algos/yogi.h"
 #include "algos/adan.h"
+#include "algos/lamb.h"
+#include "algos/lars.h"

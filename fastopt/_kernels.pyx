@@ -19,17 +19,25 @@ cdef extern from "fastopt.h" nogil:
     enum: FO_MAX_HYPER
     ctypedef void (*fo_kernel_fn)(char *const *buf, int64_t begin, int64_t end,
                                   const double *hyper) noexcept nogil
+    ctypedef void (*fo_reduce_fn)(char *const *buf, int64_t begin, int64_t end,
+                                  const double *hyper, double *sums) noexcept nogil
     ctypedef struct fo_kernel_entry:
         const char *name
         fo_kernel_fn f32
         fo_kernel_fn f64
         const char *buffers
         const char *hyper
+        fo_reduce_fn reduce_f32
+        fo_reduce_fn reduce_f64
+        int nsums
     ctypedef struct fo_task:
         fo_kernel_fn fn
         char *buf[FO_MAX_BUFS]
         int64_t n
         const double *hyper
+        fo_reduce_fn reduce
+        int nsums
+        double *sums
     const fo_kernel_entry fo_kernels[]
     const int fo_nkernels
     void fo_run(const fo_task *tasks, int64_t ntasks) noexcept nogil
@@ -45,6 +53,11 @@ for _i in range(fo_nkernels):
 
 #: ``{kernel name: (buffer names, hyperparameter names)}`` as the C table declares them.
 KERNELS = {name: (buffers, hyper) for name, buffers, hyper in _LAYOUTS}
+
+#: ``{kernel name: names of the scalars its first pass computes}`` for the two-pass
+#: kernels (the last names of its scalars; the runner fills them, see fastopt.h).
+REDUCED = {_LAYOUTS[_i][0]: _LAYOUTS[_i][2][len(_LAYOUTS[_i][2]) - fo_kernels[_i].nsums:]
+           for _i in range(fo_nkernels) if fo_kernels[_i].nsums > 0}
 
 
 def kernel_index(str name):
@@ -164,6 +177,11 @@ def run(list tasks, labels):
             param = <cnp.ndarray>buffers[0]
             table[t].fn = entry.f32 if cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT32 else entry.f64
             table[t].n = cnp.PyArray_SIZE(param)
+            if entry.nsums > 0:
+                table[t].reduce = (entry.reduce_f32 if cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT32
+                                   else entry.reduce_f64)
+                table[t].nsums = entry.nsums
+                table[t].sums = &hyper[t * FO_MAX_HYPER + nhyper - entry.nsums]
             for s in range(nbuf):
                 obj = buffers[s]
                 if obj is None:

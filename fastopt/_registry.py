@@ -234,7 +234,10 @@ class Algorithm:
 
     def __post_init__(self):
         self.buffer_names, self.kernel_scalars = _kernels.KERNELS[self.kernel]
+        # scalars a two-pass kernel's first pass computes (per-parameter norms)
+        self.reduced = _kernels.REDUCED.get(self.kernel, ())
         provided = {n for h in self.hyper for n in h.flatten(h.default)} | set(self.fixed)
+        provided |= set(self.reduced)
         self.per_param = tuple(n for n in self.kernel_scalars if n not in provided)
         self.advanced = tuple(n for n in self.per_param if n not in STEP_SCALARS)
         if self.advanced and self.advance is None:
@@ -702,5 +705,43 @@ register(Algorithm(
                     maximize=(False, True)) + (
         {"lr": 0.01, "betas": (0.5, 0.3, 0.9), "eps": 1e-3},
         {"lr": 0.01, "betas": (0.0, 0.0, 0.0)},
+    ),
+))
+
+
+register(Algorithm(
+    name="lamb", cls_name="LAMB", kernel="lamb", positional=5,
+    summary="Adam scaled per parameter by the trust ratio |param| / |update|",
+    hyper=(
+        Hyper("lr", 1e-3, "nonneg", LR),
+        Hyper("betas", (0.9, 0.999), "betas", BETAS, kernel_names=("beta1", "beta2")),
+        Hyper("eps", 1e-6, "nonneg", EPS),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"), State("exp_avg_sq")),
+    configs=_combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, True)) + (
+        {"lr": 0.01, "betas": (0.3, 0.5), "eps": 1e-3},
+        {"lr": 0.01, "betas": (0.0, 0.0)},
+    ),
+))
+
+register(Algorithm(
+    name="lars", cls_name="LARS", kernel="lars", positional=4,
+    summary="momentum SGD with a per-parameter learning rate from |param| / |grad|",
+    hyper=(
+        Hyper("lr", 1.0, "nonneg", LR),
+        Hyper("momentum", 0.9, "nonneg", MOMENTUM),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("trust_coefficient", 1e-3, "nonneg", "Invalid trust_coefficient value: {}"),
+        Hyper("nesterov", False, "bool"),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("momentum_buffer", needed=lambda g: g["momentum"] != 0),),
+    configs=_combos(lr=(1.0,), momentum=(0.0, 0.9), weight_decay=(0.0, 0.01),
+                    maximize=(False, True)) + (
+        {"lr": 0.5, "momentum": 0.9, "nesterov": True},
+        {"lr": 0.5, "momentum": 0.5, "nesterov": True, "weight_decay": 0.1,
+         "trust_coefficient": 0.02},
     ),
 ))

@@ -26,7 +26,7 @@ from . import _kernels
 from ._registry import check_grad_scale, get_algorithm
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam",
-           "radam", "asgd", "rprop", "lion", "adabelief", "yogi", "adan"]
+           "radam", "asgd", "rprop", "lion", "adabelief", "yogi", "adan", "lamb", "lars"]
 
 
 def _check_step(step):
@@ -487,3 +487,70 @@ def adan(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad, *, step, lr, 
     _apply("adan", (param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad),
            dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, no_prox=no_prox,
                 maximize=maximize), step, first_step=first_step, grad_scale=grad_scale)
+
+
+def lamb(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay, maximize,
+         grad_scale=None):
+    r"""Fused in-place LAMB step: Adam's direction, scaled per parameter (layer) by a
+    trust ratio.
+
+    .. math::
+
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, d, \quad
+            v \leftarrow \beta_2 v + (1 - \beta_2)\, d^2 \\
+        u &= \frac{m / (1 - \beta_1^t)}{\sqrt{v / (1 - \beta_2^t)} + \epsilon}
+            + \lambda\,\theta \\
+        \theta &\leftarrow \theta - \gamma\, \frac{\lVert\theta\rVert}{\lVert u\rVert}\, u
+
+    with :math:`d = \pm g`; the ratio is 1 when either norm is 0.  The norms are over
+    the whole parameter (one parameter is one "layer"), computed in double by a first
+    compiled pass over the buffers that writes nothing (no NumPy temporaries), in a
+    fixed order that does not depend on threads (see ``csrc/fastopt.h``); the second
+    pass writes the moments and the parameter.
+
+    Conventions: the paper's Algorithm 2 with :math:`\phi` the identity (no clipping
+    of the parameter norm), bias correction and decoupled weight decay inside the
+    update, as in the paper and optax.
+
+    References
+    ----------
+    You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
+    minutes", ICLR 2020, Algorithm 2.
+    """
+    _apply("lamb", (param, grad, exp_avg, exp_avg_sq),
+           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize),
+           step, grad_scale=grad_scale)
+
+
+def lars(param, grad, momentum_buffer=None, *, lr, momentum, weight_decay, trust_coefficient,
+         nesterov, maximize, grad_scale=None):
+    r"""Fused in-place LARS step: momentum SGD with a per-parameter (layer) learning rate.
+
+    .. math::
+
+        \tilde\gamma &= \gamma\, \eta\, \frac{\lVert\theta\rVert}
+            {\lVert d\rVert + \lambda \lVert\theta\rVert} \\
+        b &\leftarrow \mu\, b + \tilde\gamma\,(d + \lambda\,\theta) \\
+        \theta &\leftarrow \theta - b \quad\text{(or }
+            \theta - (\tilde\gamma\,(d + \lambda\theta) + \mu\, b)\text{ with nesterov)}
+
+    with :math:`d = \pm g`, :math:`\eta` = `trust_coefficient`, :math:`\mu` =
+    `momentum` (without momentum, :math:`\theta \leftarrow \theta - \tilde\gamma(d +
+    \lambda\theta)` and `momentum_buffer` may be None).  The trust ratio is 1 when
+    :math:`\lVert\theta\rVert` or the denominator is 0.  Norms as in :func:`lamb`: a
+    first compiled pass, in double, in a fixed order.
+
+    .. warning:: optax's ``lars`` divides by the norm of the decayed update,
+       :math:`\lVert d + \lambda\theta\rVert` (+ eps); the paper, followed here, by
+       :math:`\lVert d\rVert + \lambda\lVert\theta\rVert`.  They agree without weight
+       decay.
+
+    References
+    ----------
+    You, Gitman and Ginsburg, "Large Batch Training of Convolutional Networks",
+    arXiv:1708.03888, 2017, Algorithm 1.
+    """
+    _apply("lars", (param, grad, momentum_buffer),
+           dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                trust_coefficient=trust_coefficient, nesterov=nesterov, maximize=maximize),
+           grad_scale=grad_scale)

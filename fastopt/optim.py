@@ -451,4 +451,12 @@ class Adan(Optimizer):
     algorithm = get_algorithm("adan")
 
 
+class LAMB(Optimizer):
+    algorithm = get_algorithm("lamb")
+
+
+class LARS(Optimizer):
+    algorithm = get_algorithm("lars")
+
+
 __all__ += [a.cls_name for a in ALGORITHMS.values()]

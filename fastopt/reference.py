@@ -12,10 +12,17 @@ bits.
 These functions favour being read over being fast: they allocate temporaries, and they
 check nothing; use :mod:`fastopt.functional` for real work.
 """
+import math
+
 import numpy as np
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam",
-           "radam", "asgd", "rprop", "lion", "adabelief", "yogi", "adan"]
+           "radam", "asgd", "rprop", "lion", "adabelief", "yogi", "adan", "lamb", "lars"]
+
+#: The fixed order of the two-pass kernels' sums (csrc/fastopt.h): blocks of
+#: SUM_BLOCK elements added in order, SUM_LANES running sums within a block.
+SUM_BLOCK = 32768
+SUM_LANES = 8
 
 
 def _lerp(start, end, weight):
@@ -279,3 +286,64 @@ def adan(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad, *, step, lr, 
     if weight_decay != 0 and not no_prox:
         param /= 1 + lr * weight_decay
     pre_grad[...] = d
+
+
+def _lane_total(lanes):
+    a = [float(v) for v in lanes]
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+
+
+def _ordered_sum(values):
+    """Sum of the float64 array `values` in the kernels' fixed order (see SUM_BLOCK)."""
+    total = 0.0
+    for begin in range(0, values.size, SUM_BLOCK):
+        block = values[begin:begin + SUM_BLOCK]
+        full = block.size - block.size % SUM_LANES
+        lanes = np.zeros(SUM_LANES)
+        if full:
+            # accumulate runs down each column one row after another: lane j's
+            # sequential running sum, as the kernel's lane j
+            lanes = np.add.accumulate(block[:full].reshape(-1, SUM_LANES), axis=0)[-1].copy()
+        lanes[:block.size - full] += block[full:]
+        total += _lane_total(lanes)
+    return total
+
+
+def _squared_norm(x):
+    x = x.reshape(-1).astype(np.float64)
+    return _ordered_sum(x * x)
+
+
+def lamb(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay, maximize,
+         grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.lamb`."""
+    beta1, beta2 = betas
+    d = _grad(grad, maximize, grad_scale)
+    exp_avg[...] = exp_avg * beta1 + (1 - beta1) * d
+    exp_avg_sq[...] = exp_avg_sq * beta2 + (1 - beta2) * (d * d)
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    update = (exp_avg / bias_correction1) / (np.sqrt(exp_avg_sq / bias_correction2) + eps)
+    if weight_decay != 0:
+        update = update + weight_decay * param
+    param_norm = math.sqrt(_squared_norm(param))
+    update_norm = math.sqrt(_squared_norm(update))
+    trust = param_norm / update_norm if param_norm > 0 and update_norm > 0 else 1.0
+    param += -(lr * trust) * update
+
+
+def lars(param, grad, momentum_buffer=None, *, lr, momentum, weight_decay, trust_coefficient,
+         nesterov, maximize, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.lars`."""
+    d = _grad(grad, maximize, grad_scale)
+    param_norm = math.sqrt(_squared_norm(param))
+    grad_norm = math.sqrt(_squared_norm(d))
+    denom = grad_norm + weight_decay * param_norm
+    trust = trust_coefficient * param_norm / denom if param_norm > 0 and denom > 0 else 1.0
+    if weight_decay != 0:
+        d = d + weight_decay * param
+    step = (lr * trust) * d
+    if momentum != 0:
+        momentum_buffer[...] = momentum_buffer * momentum + step
+        step = step + momentum * momentum_buffer if nesterov else momentum_buffer
+    param -= step

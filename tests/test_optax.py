@@ -1,6 +1,7 @@
 """fastopt against optax, the second public implementation of the algorithms beyond
 torch.optim, where the two follow the same convention (each functional's docstring says
-where optax differs: AdaBelief, Yogi and Adan do).  Optional: skipped without optax."""
+where optax differs: AdaBelief, Yogi and Adan do, and LARS with weight decay).
+Optional: skipped without optax."""
 import numpy as np
 import pytest
 
@@ -22,10 +23,28 @@ def lion(hyper):
     return optax.lion(hyper["lr"], b1=beta1, b2=beta2, weight_decay=hyper["weight_decay"])
 
 
+def lamb(hyper):
+    beta1, beta2 = hyper["betas"]
+    return optax.lamb(hyper["lr"], b1=beta1, b2=beta2, eps=hyper["eps"],
+                      weight_decay=hyper["weight_decay"])
+
+
+def lars(hyper):
+    # optax's trust ratio divides by |g + wd p| where the paper (and fastopt) divide by
+    # |g| + wd |p|: compared without weight decay only
+    assert hyper["weight_decay"] == 0
+    return optax.lars(hyper["lr"], trust_coefficient=hyper["trust_coefficient"],
+                      momentum=hyper["momentum"], nesterov=hyper["nesterov"])
+
+
 #: fastopt name -> (optax constructor from the hyperparameters, configurations)
 CASES = {
     "lion": (lion, [{"lr": 1e-3}, {"lr": 1e-3, "weight_decay": 0.5},
                     {"lr": 1e-3, "betas": (0.5, 0.9), "weight_decay": 0.1}]),
+    "lamb": (lamb, [{"lr": 1e-2}, {"lr": 1e-2, "weight_decay": 0.1},
+                    {"lr": 1e-2, "betas": (0.5, 0.9), "eps": 1e-3}]),
+    "lars": (lars, [{"lr": 1.0}, {"lr": 0.5, "momentum": 0.0, "trust_coefficient": 0.02},
+                    {"lr": 0.5, "momentum": 0.8, "nesterov": True}]),
 }
 
 

@@ -299,3 +299,23 @@ def test_scalar_state_is_saved_and_loaded_as_torch_keeps_it(name):
                "param_groups": saved["param_groups"]}
     with pytest.raises(ValueError, match=f"'{names[0]}'\\] is missing"):
         other.load_state_dict(missing)
+
+
+@pytest.mark.parametrize("algorithm,hyper", algorithm_configs())
+def test_each_parameter_is_updated_independently(algorithm, hyper):
+    """Stepping parameters together equals stepping each alone: in particular the
+    layer-wise norms of the two-pass kernels (LAMB, LARS) are per parameter."""
+    rng = np.random.default_rng(9)
+    a, grads_a = random_problem(rng, 40, np.float64, 6)
+    b, grads_b = random_problem(rng, 9, np.float64, 6)
+    b *= 30.0
+    alone_a, alone_b = a.copy(), b.copy()
+    together = algorithm.cls([a, b], **hyper)
+    only_a = algorithm.cls([alone_a], **hyper)
+    only_b = algorithm.cls([alone_b], **hyper)
+    for ga, gb in zip(grads_a, grads_b):
+        together.step([ga, gb])
+        only_a.step([ga])
+        only_b.step([gb])
+    assert a.tobytes() == alone_a.tobytes()
+    assert b.tobytes() == alone_b.tobytes()

@@ -59,6 +59,28 @@ typedef struct {
     int nsums;              /* how many sums it makes: the last `nsums` scalar names */
 } fo_kernel_entry;
 
+/*
+ * Factored kernels (Adafactor): a whole-parameter step whose state is not shaped like
+ * the parameter, beside the element-wise table.  `buf` = param, grad, then the state
+ * buffers in the entry's order (NULL where the parameter does not use one); the
+ * parameter is seen as `batch` matrices of rows x cols (one of fewer than two
+ * dimensions as 1 x 1 x n).  A call is never split: it makes several passes over the
+ * parameter, with its own reductions (see algos/adafactor.h).
+ */
+typedef void (*fo_factored_fn)(char *const *buf, int64_t batch, int64_t rows, int64_t cols,
+                               const double *hyper);
+
+typedef struct {
+    const char *name;
+    fo_factored_fn f32;
+    fo_factored_fn f64;
+    const char *buffers;
+    const char *hyper;
+} fo_factored_entry;
+
+extern const fo_factored_entry fo_factored_kernels[];
+extern const int fo_nfactored;
+
 /* One unit of work: one kernel over one parameter's buffers. */
 typedef struct {
     fo_kernel_fn fn;

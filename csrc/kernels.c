@@ -2,8 +2,10 @@
  * The fastopt kernels: every algorithm of algos/ instantiated for float32 and
  * float64, the kernel table the Python layer reads, and the task runner.
  */
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "fastopt.h"
 
@@ -13,18 +15,22 @@
 #define T float
 #define SFX f32
 #define SQRT sqrtf
+#define FO_EPS FLT_EPSILON
 #include "kernels_impl.h"
 #undef T
 #undef SFX
 #undef SQRT
+#undef FO_EPS
 
 #define T double
 #define SFX f64
 #define SQRT sqrt
+#define FO_EPS DBL_EPSILON
 #include "kernels_impl.h"
 #undef T
 #undef SFX
 #undef SQRT
+#undef FO_EPS
 
 #define FO_ENTRY(name, buffers, hyper) {#name, name##_f32, name##_f64, buffers, hyper}
 /* A two-pass kernel: its reduction is name_sums_f32/f64, making `nsums` sums. */
@@ -66,6 +72,12 @@ const fo_kernel_entry fo_kernels[] = {
                   "param_sq_norm grad_sq_norm", 2),
 };
 const int fo_nkernels = (int)(sizeof(fo_kernels) / sizeof(fo_kernels[0]));
+
+const fo_factored_entry fo_factored_kernels[] = {
+    {"adafactor", adafactor_f32, adafactor_f64, "param grad row_var col_var variance",
+     "step lr beta2_decay eps1 eps2 d weight_decay maximize grad_scale"},
+};
+const int fo_nfactored = (int)(sizeof(fo_factored_kernels) / sizeof(fo_factored_kernels[0]));
 
 void fo_reduce_tasks(const fo_task *tasks, int64_t ntasks)
 {

@@ -75,3 +75,4 @@ static FO_INLINE T FN(fo_grad)(T g, T sign, T grad_scale, const int SCALED)
 #include "algos/adan.h"
 #include "algos/lamb.h"
 #include "algos/lars.h"
+#include "algos/adafactor.h"

@@ -101,6 +101,27 @@ def _check_betas3(name, value, message):
             raise ValueError(message.format(beta, index=index))
 
 
+def _check_nonpos(name, value, message):
+    v = _real(name, value)
+    if not (-math.inf < v <= 0.0):
+        raise ValueError(message.format(value))
+
+
+def _check_at_least_one(name, value, message):
+    v = _real(name, value)
+    if not (1.0 <= v < math.inf):
+        raise ValueError(message.format(value))
+
+
+def _check_adafactor_eps(name, value, message):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair (eps1 or None, eps2), got {value!r}")
+    if value[0] is not None and not (0.0 <= _real(f"{name}[0]", value[0]) < math.inf):
+        raise ValueError(f"epsilon1 should be >= 0 but is: {value[0]}")
+    if not (0.0 <= _real(f"{name}[1]", value[1]) < math.inf):
+        raise ValueError(f"epsilon2 should be >= 0 but is: {value[1]}")
+
+
 def _check_bool(name, value, message):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
@@ -115,6 +136,9 @@ CHECKS = {
     "real": _check_real_value,    # any real but NaN (inf allowed)
     "etas": _check_etas,          # Rprop's 0 < etaminus < 1 < etaplus
     "betas3": _check_betas3,      # three, each 0 <= x < 1
+    "nonpos": _check_nonpos,      # -inf < x <= 0
+    "at_least_one": _check_at_least_one,   # 1 <= x < inf
+    "adafactor_eps": _check_adafactor_eps,  # (None or >= 0, >= 0)
     "bool": _check_bool,
 }
 
@@ -175,6 +199,13 @@ class State:
     name: str
     needed: Callable[[Mapping], bool] = lambda group: True
     fill: Callable[[Mapping], float] | None = lambda group: 0.0
+    shape: Callable[[tuple], tuple | None] | None = None
+
+    def shape_for(self, param_shape):
+        """The buffer's shape for a parameter of `param_shape` (the parameter's own
+        unless `shape` says otherwise), or None if such a parameter does not use it
+        (Adafactor's factored state)."""
+        return tuple(param_shape) if self.shape is None else self.shape(tuple(param_shape))
 
 
 @dataclass(frozen=True)
@@ -222,6 +253,7 @@ class Algorithm:
     cross_check: Callable[[Mapping], None] | None = None
     positional: int = 0
     torch: str | None = None
+    torch_accepts_empty: bool = True
     reference_url: str = ""
     scalar_state: tuple = ()
     advance: Callable | None = None
@@ -233,7 +265,8 @@ class Algorithm:
     reference: Callable | None = None
 
     def __post_init__(self):
-        self.buffer_names, self.kernel_scalars = _kernels.KERNELS[self.kernel]
+        self.buffer_names, self.kernel_scalars = (_kernels.KERNELS.get(self.kernel)
+                                                  or _kernels.FACTORED[self.kernel])
         # scalars a two-pass kernel's first pass computes (per-parameter norms)
         self.reduced = _kernels.REDUCED.get(self.kernel, ())
         provided = {n for h in self.hyper for n in h.flatten(h.default)} | set(self.fixed)
@@ -280,7 +313,9 @@ class Algorithm:
         for h in self.hyper:
             if h.kernel_names != ():
                 flat.update(h.flatten(hyper[h.name]))
-        return [float(flat.get(n, 0.0)) for n in self.kernel_scalars]
+        # None (Adafactor's eps[0]: "the dtype's epsilon") travels as NaN
+        return [math.nan if flat.get(n, 0.0) is None else float(flat.get(n, 0.0))
+                for n in self.kernel_scalars]
 
     def scalars(self, packed: list, step: int = 0, first_step: bool = False,
                 grad_scale: float | None = None, advanced: Mapping | None = None) -> tuple:
@@ -743,5 +778,30 @@ register(Algorithm(
         {"lr": 0.5, "momentum": 0.9, "nesterov": True},
         {"lr": 0.5, "momentum": 0.5, "nesterov": True, "weight_decay": 0.1,
          "trust_coefficient": 0.02},
+    ),
+))
+
+
+register(Algorithm(
+    name="adafactor", cls_name="Adafactor", kernel="adafactor", torch="Adafactor",
+    positional=5, torch_accepts_empty=False,  # torch divides by numel ** 0.5
+    summary="second moments factored into row and column averages, relative step sizes",
+    hyper=(
+        Hyper("lr", 1e-2, "nonneg", "Learning rate should be >= 0 but is: {}"),
+        Hyper("beta2_decay", -0.8, "nonpos", "beta2_decay should be <= 0 but is: {}"),
+        Hyper("eps", (None, 1e-3), "adafactor_eps", kernel_names=("eps1", "eps2")),
+        Hyper("d", 1.0, "at_least_one", "Clipping threshold d should be >= 1 but is: {}"),
+        Hyper("weight_decay", 0.0, "nonneg", "weight_decay should be >= 0 but is: {}"),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(
+        State("row_var", shape=lambda s: _kernels.factored_shapes(s)[1]),
+        State("col_var", shape=lambda s: _kernels.factored_shapes(s)[2]),
+        State("variance", shape=lambda s: s if len(s) < 2 else None),
+    ),
+    configs=_combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, True)) + (
+        {"lr": 0.5, "beta2_decay": -0.5, "eps": (1e-6, 1e-2), "d": 2.0},
+        {"lr": 0.05, "beta2_decay": 0.0, "eps": (1e-20, 0.0)},
+        {"lr": 0.05, "d": 1e6},
     ),
 ))

@@ -26,7 +26,8 @@ from . import _kernels
 from ._registry import check_grad_scale, get_algorithm
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam",
-           "radam", "asgd", "rprop", "lion", "adabelief", "yogi", "adan", "lamb", "lars"]
+           "radam", "asgd", "rprop", "lion", "adabelief", "yogi", "adan", "lamb", "lars",
+           "adafactor"]
 
 
 def _check_step(step):
@@ -53,10 +54,15 @@ def _apply(name, buffers, hyper, step=None, first_step=False, grad_scale=None,
     if not isinstance(first_step, (bool, np.bool_)):
         raise TypeError(f"first_step must be a bool, got {type(first_step).__name__}")
     buffer_names = algorithm.buffer_names
+    shape = getattr(buffers[0], "shape", None)
+
+    def used(state):
+        return state.needed(hyper) and (shape is None or state.shape_for(shape) is not None)
+
     for state, value in zip(algorithm.state, buffers[2:]):
-        if state.needed(hyper) and value is None:
+        if used(state) and value is None:
             raise TypeError(f"{state.name} is required with these options, got None")
-    buffers = tuple(b if s < 2 or algorithm.state[s - 2].needed(hyper) else None
+    buffers = tuple(b if s < 2 or used(algorithm.state[s - 2]) else None
                     for s, b in enumerate(buffers))
     scalars = algorithm.scalars(algorithm.pack(hyper), step or 0, first_step, grad_scale,
                                 advanced)
@@ -554,3 +560,47 @@ def lars(param, grad, momentum_buffer=None, *, lr, momentum, weight_decay, trust
            dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                 trust_coefficient=trust_coefficient, nesterov=nesterov, maximize=maximize),
            grad_scale=grad_scale)
+
+
+def adafactor(param, grad, row_var=None, col_var=None, variance=None, *, step, lr,
+              beta2_decay, eps, d, weight_decay, maximize, grad_scale=None):
+    r"""In-place Adafactor step (torch.optim.Adafactor semantics).
+
+    .. math::
+
+        \hat\beta_{2,t} &= 1 - t^{c}, \quad \rho_t = \min(\gamma, 1/\sqrt t), \quad
+            \alpha_t = \max(\epsilon_2, \operatorname{RMS}(\theta))\,\rho_t \\
+        R &\leftarrow \hat\beta_{2,t} R + (1 - \hat\beta_{2,t})\,
+            \operatorname{mean}_{cols}(d^2), \quad
+        C \leftarrow \hat\beta_{2,t} C + (1 - \hat\beta_{2,t})\,
+            \operatorname{mean}_{rows}(d^2) \\
+        \hat v &= \frac{R\, C}{\max(\operatorname{mean}_{rows}(R), \epsilon_1)}
+            \quad\text{(two or more dimensions; else }
+            \hat v \leftarrow \hat\beta_{2,t} \hat v + (1 - \hat\beta_{2,t})\, d^2) \\
+        u &= d / \sqrt{\max(\hat v, \epsilon_1^2)} \\
+        \theta &\leftarrow \theta\,(1 - \gamma\lambda) - \frac{\alpha_t}
+            {\max(1, \operatorname{RMS}(u) / d_{clip})}\, u
+
+    with :math:`c` = `beta2_decay`, :math:`(\epsilon_1, \epsilon_2)` = `eps`
+    (:math:`\epsilon_1` None: the dtype's machine epsilon), :math:`d_{clip}` = `d`,
+    :math:`d = \pm g`.  A parameter of shape ``(..., rows, cols)`` keeps `row_var` of
+    shape ``(..., rows, 1)`` and `col_var` of shape ``(..., 1, cols)`` (and no
+    `variance`); one of fewer than two dimensions keeps `variance`, shaped like it.
+
+    This is not an element-wise pass: a compiled kernel makes three passes over the
+    parameter (its norm and the row and column sums of :math:`d^2`; the norm of
+    :math:`u`; the update), with every sum in double, in a fixed order, and no NumPy
+    temporaries.
+
+    .. warning:: Every parameter must have at least one element (torch divides by
+       ``numel ** 0.5``; here an empty parameter is left alone).  torch computes the
+       norms and means in the element type; here they are summed in double.
+
+    References
+    ----------
+    Shazeer and Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory
+    Cost", ICML 2018.
+    """
+    _apply("adafactor", (param, grad, row_var, col_var, variance),
+           dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
+                maximize=maximize), step, grad_scale=grad_scale)

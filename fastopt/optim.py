@@ -190,10 +190,12 @@ class Optimizer:
                     buffers = [param, grad]
                     first_step = False
                     for spec, need in zip(algorithm.state, needed):
+                        shape = spec.shape_for(param.shape) if need else None
+                        need = shape is not None
                         buffer = state.get(spec.name) if need else None
                         if need and buffer is None:
                             buffer = new_state_buffer(param, None if spec.fill is None
-                                                      else spec.fill(group))
+                                                      else spec.fill(group), shape)
                             created[spec.name] = buffer
                             first_step = first_step or spec.fill is None
                         buffers.append(buffer)
@@ -311,20 +313,25 @@ class Optimizer:
             param = params[i]
             for spec in algorithm.state:
                 label = f"state[{saved_id!r}][{spec.name!r}]"
+                shape = spec.shape_for(param.shape)
                 if spec.name not in entry:
-                    if spec.needed(group) and spec.fill is not None:
+                    if spec.needed(group) and spec.fill is not None and shape is not None:
                         raise ValueError(f"{label} is missing")
                     continue
+                if shape is None:
+                    raise ValueError(f"{label} is not used by params[{i}] of shape "
+                                     f"{param.shape}")
                 value = entry[spec.name]
                 if not isinstance(value, np.ndarray):
                     raise TypeError(f"{label} must be a numpy.ndarray, got {type(value).__name__}")
                 if value.dtype != param.dtype:
                     raise TypeError(f"{label} has dtype {value.dtype} but params[{i}] has "
                                     f"dtype {param.dtype}")
-                if value.shape != param.shape:
+                if value.shape != shape:
                     raise ValueError(f"{label} has shape {value.shape} but params[{i}] has "
-                                     f"shape {param.shape}")
-                buffer = new_state_buffer(param, None)
+                                     f"shape {param.shape}" + ("" if shape == param.shape else
+                                                               f" (expected {shape})"))
+                buffer = new_state_buffer(param, None, shape)
                 np.copyto(buffer, value)
                 loaded[spec.name] = buffer
             new_state[i] = loaded
@@ -457,6 +464,10 @@ class LAMB(Optimizer):
 
 class LARS(Optimizer):
     algorithm = get_algorithm("lars")
+
+
+class Adafactor(Optimizer):
+    algorithm = get_algorithm("adafactor")
 
 
 __all__ += [a.cls_name for a in ALGORITHMS.values()]

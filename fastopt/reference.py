@@ -17,7 +17,8 @@ import math
 import numpy as np
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam",
-           "radam", "asgd", "rprop", "lion", "adabelief", "yogi", "adan", "lamb", "lars"]
+           "radam", "asgd", "rprop", "lion", "adabelief", "yogi", "adan", "lamb", "lars",
+           "adafactor"]
 
 #: The fixed order of the two-pass kernels' sums (csrc/fastopt.h): blocks of
 #: SUM_BLOCK elements added in order, SUM_LANES running sums within a block.
@@ -347,3 +348,48 @@ def lars(param, grad, momentum_buffer=None, *, lr, momentum, weight_decay, trust
         momentum_buffer[...] = momentum_buffer * momentum + step
         step = step + momentum * momentum_buffer if nesterov else momentum_buffer
     param -= step
+
+
+def _last_of_running_sum(values, axis):
+    """Sequential (left-to-right) sum along `axis`, as a loop that adds one at a time."""
+    if values.shape[axis] == 0:
+        return np.zeros(np.delete(values.shape, axis))
+    return np.take(np.add.accumulate(values, axis=axis), -1, axis=axis)
+
+
+def adafactor(param, grad, row_var=None, col_var=None, variance=None, *, step, lr,
+              beta2_decay, eps, d, weight_decay, maximize, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.adafactor`."""
+    eps1, eps2 = eps
+    if eps1 is None:
+        eps1 = float(np.finfo(param.dtype).eps)
+    dtype = param.dtype.type
+    g = _grad(grad, maximize, grad_scale)
+    n = param.size
+    one_minus_beta2_t = step**beta2_decay
+    rho_t = min(lr, 1 / (step**0.5))
+    param_rms = math.sqrt(_squared_norm(param)) / (n**0.5) if n else math.nan
+    alpha = max(eps2, param_rms) * rho_t
+    if param.ndim >= 2:
+        batch, rows, cols = int(np.prod(param.shape[:-2])), param.shape[-2], param.shape[-1]
+        squares = g.reshape(batch, rows, cols).astype(np.float64) ** 2
+        row_sq = _last_of_running_sum(squares, 2)
+        col_sq = _last_of_running_sum(squares, 1)
+        rv = row_var.reshape(batch, rows)
+        cv = col_var.reshape(batch, cols)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            _lerp(rv, (row_sq / cols).astype(param.dtype), one_minus_beta2_t)
+            _lerp(cv, (col_sq / rows).astype(param.dtype), one_minus_beta2_t)
+            row_sum = _last_of_running_sum(rv.astype(np.float64), 1)
+            row_mean = np.maximum((row_sum / rows).astype(param.dtype), dtype(eps1))
+        estimate = ((rv[:, :, None] * cv[:, None, :]) / row_mean[:, None, None]).reshape(
+            param.shape)
+    else:
+        _lerp(variance, g * g, one_minus_beta2_t)
+        estimate = variance
+    update = (1 / np.sqrt(np.maximum(estimate, dtype(eps1 * eps1)))) * g
+    update_rms = math.sqrt(_squared_norm(update)) / ((n**0.5) * d) if n else math.nan
+    denom = max(1.0, update_rms)
+    if weight_decay != 0:
+        param *= 1 - lr * weight_decay
+    param += (-alpha / denom) * update

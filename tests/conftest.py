@@ -45,12 +45,13 @@ def new_state(algorithm, hyper, param):
     so a kernel that reads them on the first step is caught."""
     buffers = []
     for spec in algorithm.state:
-        if not spec.needed(hyper):
+        shape = spec.shape_for(param.shape)
+        if not spec.needed(hyper) or shape is None:
             buffers.append(None)
         elif spec.fill is None:
-            buffers.append(np.full_like(param, np.nan))
+            buffers.append(np.full(shape, np.nan, dtype=param.dtype))
         else:
-            buffers.append(np.full_like(param, spec.fill(hyper)))
+            buffers.append(np.full(shape, spec.fill(hyper), dtype=param.dtype))
     return buffers
 
 

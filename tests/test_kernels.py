@@ -53,7 +53,7 @@ def test_reference_twin_has_the_same_signature(algorithm):
 def test_every_kernel_has_a_registry_row_and_a_twin():
     from fastopt import _kernels
     used = {a.kernel for a in ALGORITHMS}
-    assert used == set(_kernels.KERNELS)
+    assert used == set(_kernels.KERNELS) | set(_kernels.FACTORED)
     for algorithm in ALGORITHMS:
         assert algorithm.cls is getattr(fastopt, algorithm.cls_name)
         assert algorithm.functional is getattr(fastopt.functional, algorithm.name)
@@ -154,3 +154,49 @@ def test_grad_scale_equals_stepping_with_divided_gradients(algorithm, hyper, dty
         opt_divided.step([grad / dtype(3.0)])
     assert scaled.tobytes() == divided.tobytes()
     assert not np.array_equal(scaled, start)
+
+
+ND_SHAPES = [(3, 7), (2, 3, 5), (1, 1), (5, 1), (1, 6), (0, 4), (4, 0), (2, 0, 3), (40, 70),
+             (3, 1, 2, 9)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("algorithm,hyper", algorithm_configs())
+def test_kernel_matches_reference_on_nd_parameters(algorithm, hyper, dtype):
+    """Multi-dimensional parameters, where Adafactor factors its second moment (row and
+    column state of their own shapes) and every other kernel sees the flat array."""
+    rng = np.random.default_rng(4)
+    for shape in ND_SHAPES:
+        size = int(np.prod(shape))
+        param, grads = random_problem(rng, size, dtype, 6)
+        param = param.reshape(shape)
+        ref_param = param.copy()
+        state = new_state(algorithm, hyper, param)
+        ref_state = [None if b is None else b.copy() for b in state]
+        scalar_state = None
+        for step, grad in enumerate(grads, start=1):
+            grad = grad.reshape(shape)
+            advanced, scalar_state = algorithm.advance_scalars(hyper, step, scalar_state)
+            kwargs = functional_kwargs(algorithm, hyper, step, step == 1, advanced)
+            algorithm.functional(param, grad, *state, **kwargs)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                algorithm.reference(ref_param, grad, *ref_state, **kwargs)
+            np.testing.assert_array_equal(param, ref_param, err_msg=f"{shape}, step={step}")
+            for spec, mine, ref in zip(algorithm.state, state, ref_state):
+                if mine is not None:
+                    np.testing.assert_array_equal(mine, ref, err_msg=f"{spec.name}, {shape}")
+
+
+def test_adafactor_keeps_factored_state():
+    param = np.zeros((2, 30, 50), np.float32)
+    opt = fastopt.Adafactor([param, np.zeros(7, np.float32)])
+    opt.step([np.ones_like(param), np.ones(7, np.float32)])
+    state = opt.state[0]
+    assert set(state) == {"step", "row_var", "col_var"}
+    assert state["row_var"].shape == (2, 30, 1) and state["col_var"].shape == (2, 1, 50)
+    assert set(opt.state[1]) == {"step", "variance"}
+    with pytest.raises(ValueError, match=r"must have shape \(2, 30, 1\)"):
+        fastopt.functional.adafactor(param, np.ones_like(param), np.zeros((2, 30), np.float32),
+                                     state["col_var"], step=1, lr=0.01, beta2_decay=-0.8,
+                                     eps=(None, 1e-3), d=1.0, weight_decay=0.0,
+                                     maximize=False)

@@ -120,7 +120,8 @@ BAD_CONSTRUCTOR = [
     ("adamax", {"betas": (0.9, 1.0)}, ValueError, "Invalid beta parameter at index 1: 1.0"),
     ("adamax", {"lr": -0.1}, ValueError, "Invalid learning rate: -0.1"),
     ("nadam", {"momentum_decay": -1.0}, ValueError, "Invalid momentum_decay value: -1.0"),
-    ("nadam", {"decoupled_weight_decay": "yes"}, TypeError, "decoupled_weight_decay must be a bool"),
+    ("nadam", {"decoupled_weight_decay": "yes"}, TypeError,
+     "decoupled_weight_decay must be a bool"),
     ("radam", {"eps": -1.0}, ValueError, "Invalid epsilon value: -1.0"),
     ("asgd", {"weight_decay": -1.0}, ValueError, "Invalid weight_decay value: -1.0"),
     ("asgd", {"lambd": float("nan")}, ValueError, "Invalid lambd value: nan"),
@@ -130,6 +131,18 @@ BAD_CONSTRUCTOR = [
     ("rprop", {"etas": 0.5}, TypeError, "etas must be a pair"),
     ("rprop", {"step_sizes": (float("nan"), 1.0)}, ValueError, "Invalid step_sizes value: nan"),
     ("rprop", {"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
+    ("adafactor", {"lr": -1.0}, ValueError, "Learning rate should be >= 0 but is: -1.0"),
+    ("adafactor", {"beta2_decay": 0.5}, ValueError, "beta2_decay should be <= 0 but is: 0.5"),
+    ("adafactor", {"eps": (-1.0, 1e-3)}, ValueError, "epsilon1 should be >= 0 but is: -1.0"),
+    ("adafactor", {"eps": (None, -1.0)}, ValueError, "epsilon2 should be >= 0 but is: -1.0"),
+    ("adafactor", {"eps": 1e-3}, TypeError, "eps must be a pair"),
+    ("adafactor", {"d": 0.5}, ValueError, "Clipping threshold d should be >= 1 but is: 0.5"),
+    ("adafactor", {"weight_decay": -1.0}, ValueError, "weight_decay should be >= 0 but is"),
+    ("adan", {"betas": (0.9, 0.9)}, TypeError, "betas must be three floats"),
+    ("adan", {"betas": (0.9, 0.9, 1.0)}, ValueError, "Invalid beta parameter at index 2: 1.0"),
+    ("lars", {"trust_coefficient": -1.0}, ValueError, "Invalid trust_coefficient value"),
+    ("yogi", {"initial_accumulator_value": -1.0}, ValueError,
+     "Invalid initial_accumulator_value value"),
 ]
 
 
@@ -319,3 +332,25 @@ def test_each_parameter_is_updated_independently(algorithm, hyper):
         only_b.step([gb])
     assert a.tobytes() == alone_a.tobytes()
     assert b.tobytes() == alone_b.tobytes()
+
+
+def test_adafactor_state_dict_keeps_factored_shapes():
+    p = np.ones((3, 4))
+    opt = fastopt.Adafactor([p], lr=0.1)
+    opt.step([np.full((3, 4), 0.5)])
+    saved = opt.state_dict()
+    q = p.copy()
+    other = fastopt.Adafactor([q], lr=0.1)
+    other.load_state_dict(saved)
+    assert other.state[0]["col_var"].shape == (1, 4)
+    opt.step([np.full((3, 4), 0.25)])
+    other.step([np.full((3, 4), 0.25)])
+    assert p.tobytes() == q.tobytes()
+    bad = {"state": {0: dict(saved["state"][0], row_var=np.zeros((3, 4)))},
+           "param_groups": saved["param_groups"]}
+    with pytest.raises(ValueError, match=r"'row_var'\] has shape \(3, 4\).*expected \(3, 1\)"):
+        other.load_state_dict(bad)
+    bad = {"state": {0: dict(saved["state"][0], variance=np.zeros((3, 4)))},
+           "param_groups": saved["param_groups"]}
+    with pytest.raises(ValueError, match=r"'variance'\] is not used by params\[0\]"):
+        other.load_state_dict(bad)

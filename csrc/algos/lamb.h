@@ -57,14 +57,16 @@ static FO_INLINE void FN(lamb_sums_body)(const T *restrict p, const T *restrict 
     for (; i + FO_SUM_LANES <= end; i += FO_SUM_LANES) {
         for (int j = 0; j < FO_SUM_LANES; j++) {
             T mn, vn, x = p[i + j];
-            T u = FN(lamb_direction)(c, g[i + j], x, m[i + j], v[i + j], &mn, &vn, WD, SCALED);
+            T u = FN(lamb_direction)(c, g[i + j], x, m[i + j], v[i + j], &mn, &vn, WD,
+                                     SCALED);
             param_sq[j] += (double)x * (double)x;
             update_sq[j] += (double)u * (double)u;
         }
     }
     for (int j = 0; i + j < end; j++) {
         T mn, vn, x = p[i + j];
-        T u = FN(lamb_direction)(c, g[i + j], x, m[i + j], v[i + j], &mn, &vn, WD, SCALED);
+        T u = FN(lamb_direction)(c, g[i + j], x, m[i + j], v[i + j], &mn, &vn, WD,
+                                 SCALED);
         param_sq[j] += (double)x * (double)x;
         update_sq[j] += (double)u * (double)u;
     }

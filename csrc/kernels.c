@@ -15,21 +15,25 @@
 #define T float
 #define SFX f32
 #define SQRT sqrtf
+#define FABS fabsf
 #define FO_EPS FLT_EPSILON
 #include "kernels_impl.h"
 #undef T
 #undef SFX
 #undef SQRT
+#undef FABS
 #undef FO_EPS
 
 #define T double
 #define SFX f64
 #define SQRT sqrt
+#define FABS fabs
 #define FO_EPS DBL_EPSILON
 #include "kernels_impl.h"
 #undef T
 #undef SFX
 #undef SQRT
+#undef FABS
 #undef FO_EPS
 
 #define FO_ENTRY(name, buffers, hyper) {#name, name##_f32, name##_f64, buffers, hyper}

@@ -405,10 +405,10 @@ def adabelief(param, grad, exp_avg, exp_avg_var, *, step, lr, betas, eps, weight
     with :math:`d`, as in the paper).
 
     .. warning:: eps enters twice, as in the paper's Algorithm 2 and the authors'
-       code: added to :math:`s` inside the state, and to the denominator.  optax
-       instead takes the deviation from the *previous* momentum and adds its
-       ``eps_root`` before the bias correction; the two differ.  The authors' code's
-       optional rectification (``rectify=True`` there) is not part of this update.
+       code: added to :math:`s` inside the state, and to the denominator (optax calls
+       the first one ``eps_root``; with ``eps_root = eps`` it computes this update).
+       The authors' code's optional rectification (``rectify=True`` there) is not part
+       of this update.
 
     References
     ----------

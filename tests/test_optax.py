@@ -1,6 +1,6 @@
 """fastopt against optax, the second public implementation of the algorithms beyond
 torch.optim, where the two follow the same convention (each functional's docstring says
-where optax differs: AdaBelief, Yogi and Adan do, and LARS with weight decay).
+where optax differs: Yogi and Adan do, and LARS with weight decay).
 Optional: skipped without optax."""
 import numpy as np
 import pytest
@@ -23,6 +23,14 @@ def lion(hyper):
     return optax.lion(hyper["lr"], b1=beta1, b2=beta2, weight_decay=hyper["weight_decay"])
 
 
+def adabelief(hyper):
+    # optax has no weight decay here; its eps_root is the eps added inside the state
+    assert hyper["weight_decay"] == 0
+    beta1, beta2 = hyper["betas"]
+    return optax.adabelief(hyper["lr"], b1=beta1, b2=beta2, eps=hyper["eps"],
+                           eps_root=hyper["eps"])
+
+
 def lamb(hyper):
     beta1, beta2 = hyper["betas"]
     return optax.lamb(hyper["lr"], b1=beta1, b2=beta2, eps=hyper["eps"],
@@ -41,6 +49,7 @@ def lars(hyper):
 CASES = {
     "lion": (lion, [{"lr": 1e-3}, {"lr": 1e-3, "weight_decay": 0.5},
                     {"lr": 1e-3, "betas": (0.5, 0.9), "weight_decay": 0.1}]),
+    "adabelief": (adabelief, [{"lr": 1e-2}, {"lr": 1e-2, "betas": (0.5, 0.9), "eps": 1e-6}]),
     "lamb": (lamb, [{"lr": 1e-2}, {"lr": 1e-2, "weight_decay": 0.1},
                     {"lr": 1e-2, "betas": (0.5, 0.9), "eps": 1e-3}]),
     "lars": (lars, [{"lr": 1.0}, {"lr": 0.5, "momentum": 0.0, "trust_coefficient": 0.02},

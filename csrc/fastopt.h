@@ -8,7 +8,9 @@
  * for a state buffer the chosen options do not use).  `hyper` holds the scalar
  * hyperparameters as doubles, in the order the kernel table names them; a kernel
  * computes its step-dependent scalars (bias corrections, decayed learning rates) from
- * them once per call, in double, and casts them to the element type once.
+ * them once per call, in double, and casts them to the element type once.  Every
+ * kernel's scalars include `grad_scale`, a per-step loss scale the gradient is divided
+ * by before anything else uses it; 1 means none and selects the unscaled loop.
  *
  * Kernels are compiled with -ffp-contract=off, so a*b+c is never fused: the kernel
  * performs exactly the operations of its NumPy reference twin, in the same order and

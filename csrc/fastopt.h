@@ -8,7 +8,9 @@
  * for a state buffer the chosen options do not use).  `hyper` holds the scalar
  * hyperparameters as doubles, in the order the kernel table names them; a kernel
  * computes its step-dependent scalars (bias corrections, decayed learning rates) from
- * them once per call, in double, and casts them to the element type once.
+ * them once per call, in double, and casts them to the element type once.  Every
+ * kernel's scalars include `grad_scale`, a per-step loss scale the gradient is divided
+ * by before anything else uses it; 1 means none and selects the unscaled loop.
  *
  * Kernels are compiled with -ffp-contract=off, so a*b+c is never fused: the kernel
  * performs exactly the operations of its NumPy reference twin, in the same order and
@@ -26,13 +28,60 @@
 typedef void (*fo_kernel_fn)(char *const *buf, int64_t begin, int64_t end,
                              const double *hyper);
 
+/*
+ * Two-pass kernels (layer-wise trust ratios: LAMB, LARS).  A kernel that needs sums
+ * over its whole parameter (squared norms) has a reduction beside it in the table:
+ * `reduce(buf, begin, end, hyper, sums)` adds the kernel's `nsums` sums over elements
+ * [begin, end) to `sums`, in double, reading the same buffers and scalars as the
+ * kernel and writing none of them.  Before the kernel runs, the runner computes them
+ * over FO_SUM_BLOCK-element blocks [k B, (k+1) B) of the parameter, each block into
+ * zeroed partial sums, adds the partials in block order, and stores the totals in the
+ * kernel's last `nsums` scalars (`fo_task.sums`).  The blocks are fixed by this ABI,
+ * not by the runner, so the sums (and the NumPy reference that repeats them) do not
+ * depend on how a runner splits or threads the work: blocks may run in parallel as
+ * long as their partials are added in order.  Within a block a reduction keeps
+ * FO_SUM_LANES running sums, element i going to lane (i - begin) % FO_SUM_LANES, and
+ * combines the lanes pairwise ((0+1)+(2+3))+((4+5)+(6+7)).
+ */
+#define FO_MAX_SUMS 4
+#define FO_SUM_BLOCK 32768
+#define FO_SUM_LANES 8
+
+typedef void (*fo_reduce_fn)(char *const *buf, int64_t begin, int64_t end,
+                             const double *hyper, double *sums);
+
 typedef struct {
     const char *name;       /* registry name of the update rule, e.g. "adam" */
     fo_kernel_fn f32;       /* float32 kernel */
     fo_kernel_fn f64;       /* float64 kernel */
     const char *buffers;    /* space-separated buffer names, in `buf` order */
     const char *hyper;      /* space-separated scalar names, in `hyper` order */
+    fo_reduce_fn reduce_f32; /* two-pass kernels only (else NULL): the first pass */
+    fo_reduce_fn reduce_f64;
+    int nsums;              /* how many sums it makes: the last `nsums` scalar names */
 } fo_kernel_entry;
+
+/*
+ * Factored kernels (Adafactor): a whole-parameter step whose state is not shaped like
+ * the parameter, beside the element-wise table.  `buf` = param, grad, then the state
+ * buffers in the entry's order (NULL where the parameter does not use one); the
+ * parameter is seen as `batch` matrices of rows x cols (one of fewer than two
+ * dimensions as 1 x 1 x n).  A call is never split: it makes several passes over the
+ * parameter, with its own reductions (see algos/adafactor.h).
+ */
+typedef void (*fo_factored_fn)(char *const *buf, int64_t batch, int64_t rows, int64_t cols,
+                               const double *hyper);
+
+typedef struct {
+    const char *name;
+    fo_factored_fn f32;
+    fo_factored_fn f64;
+    const char *buffers;
+    const char *hyper;
+} fo_factored_entry;
+
+extern const fo_factored_entry fo_factored_kernels[];
+extern const int fo_nfactored;
 
 /* One unit of work: one kernel over one parameter's buffers. */
 typedef struct {
@@ -40,6 +89,9 @@ typedef struct {
     char *buf[FO_MAX_BUFS];
     int64_t n;
     const double *hyper;
+    fo_reduce_fn reduce;    /* NULL, or the first pass of a two-pass kernel */
+    int nsums;
+    double *sums;           /* where the first pass's totals go: hyper's last nsums */
 } fo_task;
 
 extern const fo_kernel_entry fo_kernels[];
@@ -47,5 +99,8 @@ extern const int fo_nkernels;
 
 /* Run every task; called without the GIL. */
 void fo_run(const fo_task *tasks, int64_t ntasks);
+
+/* The first pass of every two-pass task (see above); fo_run calls it first. */
+void fo_reduce_tasks(const fo_task *tasks, int64_t ntasks);
 
 #endif

@@ -26,8 +26,53 @@ static FO_INLINE T FN(fo_maximum)(T a, T b)
     return (a != a || a > b) ? a : b;
 }
 
+/* torch.minimum / np.minimum: NaN in either argument propagates. */
+static FO_INLINE T FN(fo_minimum)(T a, T b)
+{
+    return (a != a || a < b) ? a : b;
+}
+
+/* The gradient as the update sees it: negated for maximize (sign = -1), divided by the
+ * loss scale when SCALED (torch's fused kernels divide by grad_scale first and negate
+ * after; the two orders give the same bits). */
+static FO_INLINE T FN(fo_grad)(T g, T sign, T grad_scale, const int SCALED)
+{
+    T d = sign * g;
+    return SCALED ? d / grad_scale : d;
+}
+
+/* Fold FO_SUM_LANES lane sums into one, in the order fastopt.h fixes. */
+#ifndef FO_LANE_TOTAL
+#define FO_LANE_TOTAL(a) \
+    ((((a)[0] + (a)[1]) + ((a)[2] + (a)[3])) + (((a)[4] + (a)[5]) + ((a)[6] + (a)[7])))
+#endif
+
+#ifndef FO_OPT1
+/* Option dispatch: FO_OPTk(cond, M, args...) calls M(args..., 1) when cond holds and
+ * M(args..., 0) otherwise, so nesting k of them instantiates a body once per option
+ * combination with literal constants.  One name per nesting level, because a macro
+ * does not expand inside its own expansion. */
+#define FO_OPT1(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
+#define FO_OPT2(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
+#define FO_OPT3(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
+#define FO_OPT4(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
+#define FO_OPT5(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
+#endif
+
 #include "algos/sgd.h"
 #include "algos/adagrad.h"
 #include "algos/rmsprop.h"
 #include "algos/adadelta.h"
 #include "algos/adam.h"
+#include "algos/adamax.h"
+#include "algos/nadam.h"
+#include "algos/radam.h"
+#include "algos/asgd.h"
+#include "algos/rprop.h"
+#include "algos/lion.h"
+#include "algos/adabelief.h"
+#include "algos/yogi.h"
+#include "algos/adan.h"
+#include "algos/lamb.h"
+#include "algos/lars.h"
+#include "algos/adafactor.h"

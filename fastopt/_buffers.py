@@ -25,8 +25,8 @@ def check_param(param, label):
         raise ValueError(f"{label} is read-only; it is updated in place")
 
 
-def new_state_buffer(param, fill):
-    """A new C-contiguous state buffer shaped like `param`.
+def new_state_buffer(param, fill, shape=None):
+    """A new C-contiguous state buffer shaped like `param` (or `shape`).
 
     Parameters
     ----------
@@ -34,8 +34,10 @@ def new_state_buffer(param, fill):
         The parameter the buffer belongs to (gives shape and dtype).
     fill : float or None
         The starting value, or None for a buffer the kernel initializes itself.
+    shape : tuple, optional
+        The buffer's shape when it is not the parameter's (Adafactor's factored state).
     """
-    buffer = np.empty(param.shape, dtype=param.dtype)
+    buffer = np.empty(param.shape if shape is None else shape, dtype=param.dtype)
     if fill is not None:
         buffer.fill(fill)
     return buffer

@@ -18,7 +18,8 @@ import numpy as np
 
 from . import _kernels
 
-__all__ = ["Hyper", "State", "Algorithm", "ALGORITHMS", "get_algorithm", "register"]
+__all__ = ["Hyper", "State", "ScalarState", "Algorithm", "ALGORITHMS", "get_algorithm",
+           "register"]
 
 
 # -- hyperparameter checks ----------------------------------------------------------
@@ -56,6 +57,71 @@ def _check_betas(name, value, message):
             raise ValueError(message.format(beta, index=index))
 
 
+def _check_pair(name, value, message):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair of floats, got {value!r}")
+    for index, item in enumerate(value):
+        if math.isnan(_real(f"{name}[{index}]", item)):
+            raise ValueError(message.format(item, index=index))
+
+
+def check_grad_scale(grad_scale):
+    """`grad_scale` as a float, or None; TypeError/ValueError unless finite and > 0."""
+    if grad_scale is None:
+        return None
+    if isinstance(grad_scale, (bool, np.bool_)) or not isinstance(grad_scale, numbers.Real):
+        raise TypeError(f"grad_scale must be a real number or None, got "
+                        f"{type(grad_scale).__name__}")
+    value = float(grad_scale)
+    if not (0.0 < value < math.inf):
+        raise ValueError(f"grad_scale must be finite and > 0, got {grad_scale!r}")
+    return value
+
+
+def _check_real_value(name, value, message):
+    if math.isnan(_real(name, value)):
+        raise ValueError(message.format(value))
+
+
+def _check_etas(name, value, message):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair of floats, got {value!r}")
+    minus = _real(f"{name}[0]", value[0])
+    plus = _real(f"{name}[1]", value[1])
+    if not (0.0 < minus < 1.0 < plus):
+        raise ValueError(message.format(value[0], value[1]))
+
+
+def _check_betas3(name, value, message):
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        raise TypeError(f"{name} must be three floats, got {value!r}")
+    for index, beta in enumerate(value):
+        v = _real(f"{name}[{index}]", beta)
+        if not (0.0 <= v < 1.0):
+            raise ValueError(message.format(beta, index=index))
+
+
+def _check_nonpos(name, value, message):
+    v = _real(name, value)
+    if not (-math.inf < v <= 0.0):
+        raise ValueError(message.format(value))
+
+
+def _check_at_least_one(name, value, message):
+    v = _real(name, value)
+    if not (1.0 <= v < math.inf):
+        raise ValueError(message.format(value))
+
+
+def _check_adafactor_eps(name, value, message):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair (eps1 or None, eps2), got {value!r}")
+    if value[0] is not None and not (0.0 <= _real(f"{name}[0]", value[0]) < math.inf):
+        raise ValueError(f"epsilon1 should be >= 0 but is: {value[0]}")
+    if not (0.0 <= _real(f"{name}[1]", value[1]) < math.inf):
+        raise ValueError(f"epsilon2 should be >= 0 but is: {value[1]}")
+
+
 def _check_bool(name, value, message):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
@@ -66,6 +132,13 @@ CHECKS = {
     "finite": _check_finite,      # any finite real
     "unit": _check_unit,          # 0 <= x <= 1
     "betas": _check_betas,        # pair, each 0 <= x < 1
+    "pair": _check_pair,          # pair of reals, neither NaN
+    "real": _check_real_value,    # any real but NaN (inf allowed)
+    "etas": _check_etas,          # Rprop's 0 < etaminus < 1 < etaplus
+    "betas3": _check_betas3,      # three, each 0 <= x < 1
+    "nonpos": _check_nonpos,      # -inf < x <= 0
+    "at_least_one": _check_at_least_one,   # 1 <= x < inf
+    "adafactor_eps": _check_adafactor_eps,  # (None or >= 0, >= 0)
     "bool": _check_bool,
 }
 
@@ -126,11 +199,48 @@ class State:
     name: str
     needed: Callable[[Mapping], bool] = lambda group: True
     fill: Callable[[Mapping], float] | None = lambda group: 0.0
+    shape: Callable[[tuple], tuple | None] | None = None
+
+    def shape_for(self, param_shape):
+        """The buffer's shape for a parameter of `param_shape` (the parameter's own
+        unless `shape` says otherwise), or None if such a parameter does not use it
+        (Adafactor's factored state)."""
+        return tuple(param_shape) if self.shape is None else self.shape(tuple(param_shape))
+
+
+@dataclass(frozen=True)
+class ScalarState:
+    """One per-parameter scalar of state (torch keeps it as a 0-d tensor).
+
+    Attributes
+    ----------
+    name
+        torch's state key (``mu_product``, ``eta``, ``mu``).
+    init
+        ``init(group)`` gives its value before the parameter's first step.
+    """
+
+    name: str
+    init: Callable[[Mapping], float]
+
+
+#: The per-parameter kernel scalars that come from ``step()`` rather than from a
+#: hyperparameter: the step count, the first-step flag, and the loss scale that the
+#: gradients are divided by inside the pass (1 = no scale, the kernels' fast path).
+STEP_SCALARS = ("step", "first_step", "grad_scale")
 
 
 @dataclass
 class Algorithm:
-    """One row of the registry.  See the module docstring."""
+    """One row of the registry.  See the module docstring.
+
+    Besides the fields every row fills, an algorithm may keep per-parameter scalar
+    state (`scalar_state`, advanced in Python by ``advance(group, step, values) ->
+    (kernel scalars, new values)``), may keep torch's ``step`` count without its kernel
+    reading it (`keeps_step`), and may declare that a generic invariant does not hold
+    for it: `lr_zero_is_no_op(group)` and `zero_grad_is_no_op(group)` (with weight
+    decay 0) say whether lr = 0, or a zero gradient, leaves the parameter unchanged.
+    """
 
     name: str
     cls_name: str
@@ -143,19 +253,29 @@ class Algorithm:
     cross_check: Callable[[Mapping], None] | None = None
     positional: int = 0
     torch: str | None = None
+    torch_accepts_empty: bool = True
     reference_url: str = ""
+    scalar_state: tuple = ()
+    advance: Callable | None = None
+    keeps_step: bool = False
+    lr_zero_is_no_op: Callable[[Mapping], bool] = lambda group: True
+    zero_grad_is_no_op: Callable[[Mapping], bool] = lambda group: True
     cls: type | None = None
     functional: Callable | None = None
     reference: Callable | None = None
 
     def __post_init__(self):
-        self.buffer_names, self.kernel_scalars = _kernels.KERNELS[self.kernel]
+        self.buffer_names, self.kernel_scalars = (_kernels.KERNELS.get(self.kernel)
+                                                  or _kernels.FACTORED[self.kernel])
+        # scalars a two-pass kernel's first pass computes (per-parameter norms)
+        self.reduced = _kernels.REDUCED.get(self.kernel, ())
         provided = {n for h in self.hyper for n in h.flatten(h.default)} | set(self.fixed)
+        provided |= set(self.reduced)
         self.per_param = tuple(n for n in self.kernel_scalars if n not in provided)
-        unknown = set(self.per_param) - {"step", "first_step"}
-        if unknown:
-            raise ValueError(f"{self.name}: kernel scalars {sorted(unknown)} have no source")
-        self.tracks_step = "step" in self.per_param
+        self.advanced = tuple(n for n in self.per_param if n not in STEP_SCALARS)
+        if self.advanced and self.advance is None:
+            raise ValueError(f"{self.name}: kernel scalars {list(self.advanced)} have no source")
+        self.tracks_step = "step" in self.per_param or self.keeps_step or bool(self.scalar_state)
         state_names = tuple(s.name for s in self.state)
         if state_names != self.buffer_names[2:]:
             raise ValueError(f"{self.name}: state {state_names} does not match the kernel's "
@@ -164,6 +284,8 @@ class Algorithm:
                            if "step" in self.kernel_scalars else None)
         self._first_slot = (self.kernel_scalars.index("first_step")
                             if "first_step" in self.kernel_scalars else None)
+        self._scale_slot = (self.kernel_scalars.index("grad_scale")
+                            if "grad_scale" in self.kernel_scalars else None)
 
     @property
     def defaults(self):
@@ -191,15 +313,51 @@ class Algorithm:
         for h in self.hyper:
             if h.kernel_names != ():
                 flat.update(h.flatten(hyper[h.name]))
-        return [float(flat.get(n, 0.0)) for n in self.kernel_scalars]
+        # None (Adafactor's eps[0]: "the dtype's epsilon") travels as NaN
+        return [math.nan if flat.get(n, 0.0) is None else float(flat.get(n, 0.0))
+                for n in self.kernel_scalars]
 
-    def scalars(self, packed: list, step: int = 0, first_step: bool = False) -> tuple:
-        """`packed` with this parameter's step (and first-step flag) filled in."""
+    def scalars(self, packed: list, step: int = 0, first_step: bool = False,
+                grad_scale: float | None = None, advanced: Mapping | None = None) -> tuple:
+        """`packed` with this parameter's per-step scalars filled in.
+
+        Parameters
+        ----------
+        packed : list
+            From :meth:`pack`; modified and returned as a tuple.
+        step, first_step
+            The 1-based step being taken, and whether the kernel initializes its
+            ``fill=None`` state on this step.
+        grad_scale : float or None
+            The loss scale the gradients are divided by; None (or 1) for none.
+        advanced : mapping, optional
+            The kernel scalars :attr:`advance` computed from the scalar state.
+        """
         if self._step_slot is not None:
             packed[self._step_slot] = float(step)
         if self._first_slot is not None:
             packed[self._first_slot] = 1.0 if first_step else 0.0
+        if self._scale_slot is not None:
+            packed[self._scale_slot] = 1.0 if grad_scale is None else float(grad_scale)
+        if self.advanced:
+            for name in self.advanced:
+                packed[self.kernel_scalars.index(name)] = float(advanced[name])
         return tuple(packed)
+
+    def initial_scalar_state(self, group: Mapping) -> dict:
+        """``{name: value}`` of the scalar state before a parameter's first step."""
+        return {s.name: s.init(group) for s in self.scalar_state}
+
+    def advance_scalars(self, group: Mapping, step: int, values: Mapping | None):
+        """(kernel scalars for `step`, scalar state after it) from the state before it.
+
+        `values` None means the parameter has no state yet.
+        """
+        if self.advance is None:
+            return {}, {}
+        if values is None:
+            values = self.initial_scalar_state(group)
+        return self.advance(group, step, dict(values))
 
 
 ALGORITHMS: dict[str, Algorithm] = {}
@@ -367,4 +525,283 @@ register(Algorithm(
     fixed={"decoupled_weight_decay": True},
     configs=_combos(lr=(0.01,), weight_decay=(0.0, 0.1), amsgrad=(False, True),
                     maximize=(False, True)),
+))
+
+
+def _f32(value):
+    """`value` rounded to float32: torch keeps per-parameter scalar state (NAdam's
+    mu_product, ASGD's eta and mu) as 0-d tensors of its default dtype, float32."""
+    return float(np.float32(value))
+
+
+register(Algorithm(
+    name="adamax", cls_name="Adamax", kernel="adamax", torch="Adamax", positional=4,
+    summary="Adam with the infinity norm of past gradients in place of the second moment",
+    hyper=(
+        Hyper("lr", 2e-3, "nonneg", LR),
+        Hyper("betas", (0.9, 0.999), "betas", BETAS, kernel_names=("beta1", "beta2")),
+        Hyper("eps", 1e-8, "nonneg", EPS),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"), State("exp_inf")),
+    configs=_combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, True)) + (
+        {"lr": 0.01, "betas": (0.3, 0.5), "eps": 1e-3},
+        {"lr": 0.01, "betas": (0.0, 0.0)},
+    ),
+))
+
+
+def _nadam_advance(group, step, values):
+    beta1 = group["betas"][0]
+    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * group["momentum_decay"])))
+    # torch: mu_product *= mu, on a float32 0-d tensor
+    mu_product = _f32(np.float32(values["mu_product"]) * np.float32(mu))
+    return {"mu_product": mu_product}, {"mu_product": mu_product}
+
+
+_NADAM_CONFIGS = _combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, True)) + (
+    {"lr": 0.01, "betas": (0.3, 0.5), "momentum_decay": 0.1},
+    {"lr": 0.01, "momentum_decay": 0.0},
+    {"lr": 0.01, "betas": (0.6, 0.0), "eps": 1e-3},
+)
+
+register(Algorithm(
+    name="nadam", cls_name="NAdam", kernel="nadam", torch="NAdam", positional=6,
+    summary="Adam with Nesterov momentum",
+    hyper=(
+        Hyper("lr", 2e-3, "nonneg", LR),
+        Hyper("betas", (0.9, 0.999), "betas", BETAS, kernel_names=("beta1", "beta2")),
+        Hyper("eps", 1e-8, "nonneg", EPS),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("momentum_decay", 4e-3, "nonneg", "Invalid momentum_decay value: {}"),
+        Hyper("decoupled_weight_decay", False, "bool"),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"), State("exp_avg_sq")),
+    scalar_state=(ScalarState("mu_product", lambda group: 1.0),),
+    advance=_nadam_advance,
+    configs=_NADAM_CONFIGS + tuple(dict(c, decoupled_weight_decay=True)
+                                   for c in _NADAM_CONFIGS if c.get("weight_decay")),
+))
+
+_RADAM_CONFIGS = _combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, True)) + (
+    # rho_t > 5 from step 6 on with the default beta2: both branches within 30 steps
+    {"lr": 0.01, "betas": (0.3, 0.5)},   # rho_inf = 3: never rectified
+    {"lr": 0.01, "betas": (0.6, 0.9), "eps": 1e-3},
+    {"lr": 0.01, "betas": (0.0, 0.0)},
+)
+
+register(Algorithm(
+    name="radam", cls_name="RAdam", kernel="radam", torch="RAdam", positional=5,
+    summary="Adam with the variance of its adaptive learning rate rectified",
+    hyper=(
+        Hyper("lr", 1e-3, "nonneg", LR),
+        Hyper("betas", (0.9, 0.999), "betas", BETAS, kernel_names=("beta1", "beta2")),
+        Hyper("eps", 1e-8, "nonneg", EPS),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("decoupled_weight_decay", False, "bool"),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"), State("exp_avg_sq")),
+    configs=_RADAM_CONFIGS + tuple(dict(c, decoupled_weight_decay=True)
+                                   for c in _RADAM_CONFIGS if c.get("weight_decay")),
+))
+
+
+def _asgd_advance(group, step, values):
+    lr, lambd = group["lr"], group["lambd"]
+    eta = _f32(lr / ((1 + lambd * lr * step) ** group["alpha"]))
+    mu = _f32(1 / max(1, step - group["t0"]))
+    # the pass uses the values from before this step; torch updates them after it
+    return {"eta": values["eta"], "mu": values["mu"]}, {"eta": eta, "mu": mu}
+
+
+register(Algorithm(
+    name="asgd", cls_name="ASGD", kernel="asgd", torch="ASGD", positional=5,
+    summary="averaged stochastic gradient descent",
+    hyper=(
+        Hyper("lr", 1e-2, "nonneg", LR, kernel_names=()),
+        Hyper("lambd", 1e-4, "real", "Invalid lambd value: {}"),
+        Hyper("alpha", 0.75, "real", "Invalid alpha value: {}", kernel_names=()),
+        Hyper("t0", 1e6, "real", "Invalid t0 value: {}", kernel_names=()),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("ax"),),
+    scalar_state=(ScalarState("eta", lambda group: _f32(group["lr"])),
+                  ScalarState("mu", lambda group: 1.0)),
+    advance=_asgd_advance,
+    # with lambd != 0, every step shrinks the parameter by (1 - lambd * eta)
+    zero_grad_is_no_op=lambda group: group["lambd"] == 0,
+    configs=_combos(lr=(0.01,), weight_decay=(0.0, 0.1), t0=(1e6, 4.0),
+                    maximize=(False, True)) + (
+        {"lr": 0.05, "lambd": 0.0, "t0": 0.0},
+        {"lr": 0.05, "lambd": 0.5, "alpha": 1.0, "t0": 10.0},
+    ),
+))
+
+register(Algorithm(
+    name="rprop", cls_name="Rprop", kernel="rprop", torch="Rprop", positional=3,
+    summary="resilient backpropagation: per-coordinate step sizes driven by gradient signs",
+    hyper=(
+        Hyper("lr", 1e-2, "nonneg", LR, kernel_names=()),
+        Hyper("etas", (0.5, 1.2), "etas", "Invalid eta values: {}, {}",
+              kernel_names=("etaminus", "etaplus")),
+        Hyper("step_sizes", (1e-6, 50), "pair", "Invalid step_sizes value: {}",
+              kernel_names=("step_size_min", "step_size_max")),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("prev"), State("step_size", fill=lambda group: group["lr"])),
+    keeps_step=True,
+    # a new step size starts at lr and is clamped to step_sizes[0] > 0 on the first
+    # step, so lr = 0 still moves the parameter
+    lr_zero_is_no_op=lambda group: False,
+    configs=_combos(lr=(0.01, 0.2), etas=((0.5, 1.2), (0.3, 1.7)), maximize=(False, True))
+    + ({"lr": 0.01, "step_sizes": (1e-3, 0.05)},
+       {"lr": 0.1, "step_sizes": (0.02, 0.01)}),   # min > max: torch clamps to max
+))
+
+
+# -- beyond torch.optim: each from its paper (see the functional's docstring) ----------
+
+register(Algorithm(
+    name="lion", cls_name="Lion", kernel="lion", positional=3,
+    summary="sign of an interpolated momentum, with decoupled weight decay",
+    hyper=(
+        Hyper("lr", 1e-4, "nonneg", LR),
+        Hyper("betas", (0.9, 0.99), "betas", BETAS, kernel_names=("beta1", "beta2")),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"),),
+    configs=_combos(lr=(1e-3,), weight_decay=(0.0, 0.5), maximize=(False, True)) + (
+        {"lr": 1e-3, "betas": (0.5, 0.9)},
+        {"lr": 1e-3, "betas": (0.0, 0.0)},
+    ),
+))
+
+_ADABELIEF_CONFIGS = _combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, True)) + (
+    {"lr": 0.01, "betas": (0.3, 0.5), "eps": 1e-8},
+    {"lr": 0.01, "betas": (0.0, 0.0), "eps": 1e-3},
+)
+
+register(Algorithm(
+    name="adabelief", cls_name="AdaBelief", kernel="adabelief", positional=5,
+    summary="Adam with the variance of the gradient around its momentum (the belief)",
+    hyper=(
+        Hyper("lr", 1e-3, "nonneg", LR),
+        Hyper("betas", (0.9, 0.999), "betas", BETAS, kernel_names=("beta1", "beta2")),
+        Hyper("eps", 1e-16, "nonneg", EPS),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("decoupled_weight_decay", False, "bool"),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"), State("exp_avg_var")),
+    configs=_ADABELIEF_CONFIGS + tuple(dict(c, decoupled_weight_decay=True)
+                                       for c in _ADABELIEF_CONFIGS if c.get("weight_decay")),
+))
+
+register(Algorithm(
+    name="yogi", cls_name="Yogi", kernel="yogi", positional=5,
+    summary="Adam with an additive, sign-controlled second-moment update",
+    hyper=(
+        Hyper("lr", 1e-2, "nonneg", LR),
+        Hyper("betas", (0.9, 0.999), "betas", BETAS, kernel_names=("beta1", "beta2")),
+        Hyper("eps", 1e-3, "nonneg", EPS),
+        Hyper("initial_accumulator_value", 1e-6, "nonneg",
+              "Invalid initial_accumulator_value value: {}", kernel_names=()),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"),
+           State("exp_avg_sq", fill=lambda group: group["initial_accumulator_value"])),
+    configs=_combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, True)) + (
+        {"lr": 0.01, "betas": (0.5, 0.9), "eps": 1e-6, "initial_accumulator_value": 0.0},
+        {"lr": 0.01, "betas": (0.0, 0.3), "initial_accumulator_value": 0.5},
+    ),
+))
+
+register(Algorithm(
+    name="adan", cls_name="Adan", kernel="adan", positional=5,
+    summary="adaptive Nesterov momentum from the difference of successive gradients",
+    hyper=(
+        Hyper("lr", 1e-3, "nonneg", LR),
+        Hyper("betas", (0.98, 0.92, 0.99), "betas3", BETAS,
+              kernel_names=("beta1", "beta2", "beta3")),
+        Hyper("eps", 1e-8, "nonneg", EPS),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("no_prox", False, "bool"),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"), State("exp_avg_diff"), State("exp_avg_sq"),
+           State("pre_grad", fill=None)),
+    configs=_combos(lr=(0.01,), weight_decay=(0.0, 0.1), no_prox=(False, True),
+                    maximize=(False, True)) + (
+        {"lr": 0.01, "betas": (0.5, 0.3, 0.9), "eps": 1e-3},
+        {"lr": 0.01, "betas": (0.0, 0.0, 0.0)},
+    ),
+))
+
+
+register(Algorithm(
+    name="lamb", cls_name="LAMB", kernel="lamb", positional=5,
+    summary="Adam scaled per parameter by the trust ratio |param| / |update|",
+    hyper=(
+        Hyper("lr", 1e-3, "nonneg", LR),
+        Hyper("betas", (0.9, 0.999), "betas", BETAS, kernel_names=("beta1", "beta2")),
+        Hyper("eps", 1e-6, "nonneg", EPS),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("exp_avg"), State("exp_avg_sq")),
+    configs=_combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, True)) + (
+        {"lr": 0.01, "betas": (0.3, 0.5), "eps": 1e-3},
+        {"lr": 0.01, "betas": (0.0, 0.0)},
+    ),
+))
+
+register(Algorithm(
+    name="lars", cls_name="LARS", kernel="lars", positional=4,
+    summary="momentum SGD with a per-parameter learning rate from |param| / |grad|",
+    hyper=(
+        Hyper("lr", 1.0, "nonneg", LR),
+        Hyper("momentum", 0.9, "nonneg", MOMENTUM),
+        Hyper("weight_decay", 0.0, "nonneg", WD),
+        Hyper("trust_coefficient", 1e-3, "nonneg", "Invalid trust_coefficient value: {}"),
+        Hyper("nesterov", False, "bool"),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(State("momentum_buffer", needed=lambda g: g["momentum"] != 0),),
+    configs=_combos(lr=(1.0,), momentum=(0.0, 0.9), weight_decay=(0.0, 0.01),
+                    maximize=(False, True)) + (
+        {"lr": 0.5, "momentum": 0.9, "nesterov": True},
+        {"lr": 0.5, "momentum": 0.5, "nesterov": True, "weight_decay": 0.1,
+         "trust_coefficient": 0.02},
+    ),
+))
+
+
+register(Algorithm(
+    name="adafactor", cls_name="Adafactor", kernel="adafactor", torch="Adafactor",
+    positional=5, torch_accepts_empty=False,  # torch divides by numel ** 0.5
+    summary="second moments factored into row and column averages, relative step sizes",
+    hyper=(
+        Hyper("lr", 1e-2, "nonneg", "Learning rate should be >= 0 but is: {}"),
+        Hyper("beta2_decay", -0.8, "nonpos", "beta2_decay should be <= 0 but is: {}"),
+        Hyper("eps", (None, 1e-3), "adafactor_eps", kernel_names=("eps1", "eps2")),
+        Hyper("d", 1.0, "at_least_one", "Clipping threshold d should be >= 1 but is: {}"),
+        Hyper("weight_decay", 0.0, "nonneg", "weight_decay should be >= 0 but is: {}"),
+        Hyper("maximize", False, "bool"),
+    ),
+    state=(
+        State("row_var", shape=lambda s: _kernels.factored_shapes(s)[1]),
+        State("col_var", shape=lambda s: _kernels.factored_shapes(s)[2]),
+        State("variance", shape=lambda s: s if len(s) < 2 else None),
+    ),
+    configs=_combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, True)) + (
+        {"lr": 0.5, "beta2_decay": -0.5, "eps": (1e-6, 1e-2), "d": 2.0},
+        {"lr": 0.05, "beta2_decay": 0.0, "eps": (1e-20, 0.0)},
+        {"lr": 0.05, "d": 1e6},
+    ),
 ))

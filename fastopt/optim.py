@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _kernels, _ops, functional
 from ._buffers import check_param, new_state_buffer
-from ._registry import ALGORITHMS, Algorithm, get_algorithm
+from ._registry import ALGORITHMS, Algorithm, check_grad_scale, get_algorithm
 
 __all__ = ["Optimizer"]
 
@@ -146,7 +146,7 @@ class Optimizer:
     #: How many steps ``skip_if_nonfinite`` has skipped (counted per optimizer).
     skipped_steps = 0
 
-    def step(self, grads, *, skip_if_nonfinite=False):
+    def step(self, grads, *, grad_scale=None, skip_if_nonfinite=False):
         """Update every parameter in place with its gradient.
 
         Parameters
@@ -155,6 +155,10 @@ class Optimizer:
             One gradient per parameter, in ``param_groups`` order; ``None`` skips that
             parameter (its state is neither created nor advanced).  Each gradient must
             have its parameter's dtype and shape and be C-contiguous; it is only read.
+        grad_scale : float, optional
+            A loss scale (mixed-precision training): every gradient is divided by it
+            inside the update pass, as if the step were given ``grad / grad_scale``,
+            without a temporary.  Must be finite and > 0.
         skip_if_nonfinite : bool, default False
             First check every gradient (compiled, without the GIL); if any element is
             NaN or +-inf, write nothing at all (no parameter, no state, no step count)
@@ -172,16 +176,17 @@ class Optimizer:
             Before anything is written, if any hyperparameter or buffer of any
             parameter is invalid.
         """
+        grad_scale = check_grad_scale(grad_scale)
         with self._lock:
             if skip_if_nonfinite and not _ops.check_grads(self.params, grads, finite=True):
                 for group in self.param_groups:  # bad input raises even when skipping
                     self.algorithm.validate(group)
                 self.skipped_steps += 1
                 return False
-            self._step(grads)
+            self._step(grads, grad_scale)
         return True if skip_if_nonfinite else None
 
-    def _step(self, grads):
+    def _step(self, grads, grad_scale=None):
         algorithm = self.algorithm
         if not isinstance(grads, (list, tuple)):
             raise TypeError("grads must be a list or tuple with one array (or None) per "
@@ -204,16 +209,22 @@ class Optimizer:
                     buffers = [param, grad]
                     first_step = False
                     for spec, need in zip(algorithm.state, needed):
+                        shape = spec.shape_for(param.shape) if need else None
+                        need = shape is not None
                         buffer = state.get(spec.name) if need else None
                         if need and buffer is None:
                             buffer = new_state_buffer(param, None if spec.fill is None
-                                                      else spec.fill(group))
+                                                      else spec.fill(group), shape)
                             created[spec.name] = buffer
                             first_step = first_step or spec.fill is None
                         buffers.append(buffer)
                     step = state.get("step", 0) + 1
+                    advanced, scalar_state = algorithm.advance_scalars(
+                        group, step, state if index in self.state else None)
+                    created.update(scalar_state)
                     tasks.append((algorithm.kernel, tuple(buffers),
-                                  algorithm.scalars(list(packed), step, first_step)))
+                                  algorithm.scalars(list(packed), step, first_step,
+                                                    grad_scale, advanced)))
                     task_index.append(index)
                     pending.append((index, created, step))
                 index += 1
@@ -296,6 +307,7 @@ class Optimizer:
         params = self.params
         new_state = {}
         allowed = {s.name for s in algorithm.state} | ({"step"} if algorithm.tracks_step else set())
+        allowed |= {s.name for s in algorithm.scalar_state}
         for saved_id, entry in saved_state.items():
             if saved_id not in id_map:
                 raise ValueError(f"state dict has state for parameter {saved_id!r}, which no "
@@ -312,23 +324,33 @@ class Optimizer:
                 if "step" not in entry:
                     raise ValueError(f"state[{saved_id!r}] is missing 'step'")
                 loaded["step"] = _as_step(entry["step"], f"state[{saved_id!r}]['step']")
+            for spec in algorithm.scalar_state:
+                if spec.name not in entry:
+                    raise ValueError(f"state[{saved_id!r}][{spec.name!r}] is missing")
+                loaded[spec.name] = _as_scalar(entry[spec.name],
+                                               f"state[{saved_id!r}][{spec.name!r}]")
             param = params[i]
             for spec in algorithm.state:
                 label = f"state[{saved_id!r}][{spec.name!r}]"
+                shape = spec.shape_for(param.shape)
                 if spec.name not in entry:
-                    if spec.needed(group) and spec.fill is not None:
+                    if spec.needed(group) and spec.fill is not None and shape is not None:
                         raise ValueError(f"{label} is missing")
                     continue
+                if shape is None:
+                    raise ValueError(f"{label} is not used by params[{i}] of shape "
+                                     f"{param.shape}")
                 value = entry[spec.name]
                 if not isinstance(value, np.ndarray):
                     raise TypeError(f"{label} must be a numpy.ndarray, got {type(value).__name__}")
                 if value.dtype != param.dtype:
                     raise TypeError(f"{label} has dtype {value.dtype} but params[{i}] has "
                                     f"dtype {param.dtype}")
-                if value.shape != param.shape:
+                if value.shape != shape:
                     raise ValueError(f"{label} has shape {value.shape} but params[{i}] has "
-                                     f"shape {param.shape}")
-                buffer = new_state_buffer(param, None)
+                                     f"shape {param.shape}" + ("" if shape == param.shape else
+                                                               f" (expected {shape})"))
+                buffer = new_state_buffer(param, None, shape)
                 np.copyto(buffer, value)
                 loaded[spec.name] = buffer
             new_state[i] = loaded
@@ -360,6 +382,14 @@ def _as_step(value, label):
     return step
 
 
+def _as_scalar(value, label):
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.floating)):
+        raise TypeError(f"{label} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
 def _class_doc(cls, algorithm):
     """The class docstring: summary, update rule (from the functional), parameters."""
     math = ""
@@ -368,8 +398,10 @@ def _class_doc(cls, algorithm):
     if found:
         math = found.group(0)
     warning = re.search(r"\.\. warning::.*?(?=\n\S|\Z)", fdoc, re.S)
-    lines = [f"{algorithm.cls_name}: {algorithm.summary} (torch.optim.{algorithm.torch} "
-             "semantics, fused in-place kernels).", "", "Update rule:", "", math]
+    origin = (f"torch.optim.{algorithm.torch} semantics" if algorithm.torch
+              else "from its paper, see the References of the functional")
+    lines = [f"{algorithm.cls_name}: {algorithm.summary} ({origin}, fused in-place kernels).",
+             "", "Update rule:", "", math]
     if warning:
         lines += ["", warning.group(0)]
     lines += ["", "Parameters", "----------",
@@ -378,7 +410,7 @@ def _class_doc(cls, algorithm):
               "    groups ``{'params': [...], <hyperparameter>: value}``."]
     for h in algorithm.hyper:
         lines.append(f"{h.name} : default {h.default!r}")
-    state = ", ".join(f"``{s.name}``" for s in algorithm.state)
+    state = ", ".join(f"``{s.name}``" for s in algorithm.scalar_state + algorithm.state)
     lines += ["", f"State per parameter: {'``step``, ' if algorithm.tracks_step else ''}{state}."]
     return "\n".join(lines)
 
@@ -407,6 +439,54 @@ class Adam(Optimizer):
 
 class AdamW(Optimizer):
     algorithm = get_algorithm("adamw")
+
+
+class Adamax(Optimizer):
+    algorithm = get_algorithm("adamax")
+
+
+class NAdam(Optimizer):
+    algorithm = get_algorithm("nadam")
+
+
+class RAdam(Optimizer):
+    algorithm = get_algorithm("radam")
+
+
+class ASGD(Optimizer):
+    algorithm = get_algorithm("asgd")
+
+
+class Rprop(Optimizer):
+    algorithm = get_algorithm("rprop")
+
+
+class Lion(Optimizer):
+    algorithm = get_algorithm("lion")
+
+
+class AdaBelief(Optimizer):
+    algorithm = get_algorithm("adabelief")
+
+
+class Yogi(Optimizer):
+    algorithm = get_algorithm("yogi")
+
+
+class Adan(Optimizer):
+    algorithm = get_algorithm("adan")
+
+
+class LAMB(Optimizer):
+    algorithm = get_algorithm("lamb")
+
+
+class LARS(Optimizer):
+    algorithm = get_algorithm("lars")
+
+
+class Adafactor(Optimizer):
+    algorithm = get_algorithm("adafactor")
 
 
 __all__ += [a.cls_name for a in ALGORITHMS.values()]

@@ -16,7 +16,14 @@ import math
 
 import numpy as np
 
-__all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw"]
+__all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam",
+           "radam", "asgd", "rprop", "lion", "adabelief", "yogi", "adan", "lamb", "lars",
+           "adafactor"]
+
+#: The fixed order of the two-pass kernels' sums (csrc/fastopt.h): blocks of
+#: SUM_BLOCK elements added in order, SUM_LANES running sums within a block.
+SUM_BLOCK = 32768
+SUM_LANES = 8
 
 
 def _lerp(start, end, weight):
@@ -33,17 +40,25 @@ def _lerp(start, end, weight):
         start[...] = end - (end - start) * (start.dtype.type(1) - w)
 
 
-def _direction(param, grad, weight_decay, maximize):
+def _grad(grad, maximize, grad_scale):
+    """The gradient the update uses: negated for maximize, divided by the loss scale."""
     d = -grad if maximize else grad
+    if grad_scale is not None:
+        d = d / grad_scale
+    return d
+
+
+def _direction(param, grad, weight_decay, maximize, grad_scale):
+    d = _grad(grad, maximize, grad_scale)
     if weight_decay != 0:
         d = d + weight_decay * param
     return d
 
 
 def sgd(param, grad, momentum_buffer=None, *, lr, momentum, dampening, weight_decay,
-        nesterov, maximize, first_step):
+        nesterov, maximize, first_step, grad_scale=None):
     """NumPy twin of :func:`fastopt.functional.sgd`."""
-    d = _direction(param, grad, weight_decay, maximize)
+    d = _direction(param, grad, weight_decay, maximize, grad_scale)
     if momentum != 0:
         if first_step:
             momentum_buffer[...] = d
@@ -53,18 +68,19 @@ def sgd(param, grad, momentum_buffer=None, *, lr, momentum, dampening, weight_de
     param += -lr * d
 
 
-def adagrad(param, grad, sum, *, step, lr, lr_decay, weight_decay, eps, maximize):
+def adagrad(param, grad, sum, *, step, lr, lr_decay, weight_decay, eps, maximize,
+            grad_scale=None):
     """NumPy twin of :func:`fastopt.functional.adagrad`."""
     clr = lr / (1 + (step - 1) * lr_decay)
-    d = _direction(param, grad, weight_decay, maximize)
+    d = _direction(param, grad, weight_decay, maximize, grad_scale)
     sum += d * d
     param += (-clr * d) / (np.sqrt(sum) + eps)
 
 
 def rmsprop(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *, step, lr,
-            alpha, eps, weight_decay, momentum, centered, maximize):
+            alpha, eps, weight_decay, momentum, centered, maximize, grad_scale=None):
     """NumPy twin of :func:`fastopt.functional.rmsprop`."""
-    d = _direction(param, grad, weight_decay, maximize)
+    d = _direction(param, grad, weight_decay, maximize, grad_scale)
     square_avg[...] = square_avg * alpha + ((1 - alpha) * d) * d
     if centered:
         _lerp(grad_avg, d, 1 - alpha)
@@ -79,9 +95,9 @@ def rmsprop(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *, ste
 
 
 def adadelta(param, grad, square_avg, acc_delta, *, step, lr, rho, eps, weight_decay,
-             maximize):
+             maximize, grad_scale=None):
     """NumPy twin of :func:`fastopt.functional.adadelta`."""
-    d = _direction(param, grad, weight_decay, maximize)
+    d = _direction(param, grad, weight_decay, maximize, grad_scale)
     square_avg[...] = square_avg * rho + ((1 - rho) * d) * d
     std = np.sqrt(square_avg + eps)
     delta = np.sqrt(acc_delta + eps) / std * d
@@ -90,10 +106,10 @@ def adadelta(param, grad, square_avg, acc_delta, *, step, lr, rho, eps, weight_d
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, betas, eps,
-         weight_decay, amsgrad, maximize, decoupled_weight_decay):
+         weight_decay, amsgrad, maximize, decoupled_weight_decay, grad_scale=None):
     """NumPy twin of :func:`fastopt.functional.adam`."""
     beta1, beta2 = betas
-    d = -grad if maximize else grad
+    d = _grad(grad, maximize, grad_scale)
     if weight_decay != 0:
         if decoupled_weight_decay:
             param *= 1 - lr * weight_decay
@@ -114,11 +130,269 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, bet
 
 
 def adamw(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, betas, eps,
-          weight_decay, amsgrad, maximize):
+          weight_decay, amsgrad, maximize, grad_scale=None):
     """NumPy twin of :func:`fastopt.functional.adamw`."""
     adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, betas=betas,
          eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-         decoupled_weight_decay=True)
+         decoupled_weight_decay=True, grad_scale=grad_scale)
+
+
+def _weight_decay(param, d, lr, weight_decay, decoupled_weight_decay):
+    """Decoupled decay scales `param` in place; coupled decay is added to `d`."""
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            param *= 1 - lr * weight_decay
+        else:
+            d = d + weight_decay * param
+    return d
+
+
+def adamax(param, grad, exp_avg, exp_inf, *, step, lr, betas, eps, weight_decay, maximize,
+           grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.adamax`."""
+    beta1, beta2 = betas
+    d = _direction(param, grad, weight_decay, maximize, grad_scale)
+    _lerp(exp_avg, d, 1 - beta1)
+    np.maximum(exp_inf * beta2, np.abs(d) + eps, out=exp_inf)
+    clr = lr / (1 - beta1**step)
+    param += (-clr * exp_avg) / exp_inf
+
+
+def nadam(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay,
+          momentum_decay, decoupled_weight_decay, maximize, mu_product, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.nadam`."""
+    beta1, beta2 = betas
+    bias_correction2 = 1 - beta2**step
+    d = _weight_decay(param, _grad(grad, maximize, grad_scale), lr, weight_decay,
+                      decoupled_weight_decay)
+    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
+    mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
+    _lerp(exp_avg, d, 1 - beta1)
+    exp_avg_sq[...] = exp_avg_sq * beta2 + ((1 - beta2) * d) * d
+    denom = np.sqrt(exp_avg_sq / bias_correction2) + eps
+    param += ((-lr * (1.0 - mu) / (1.0 - mu_product)) * d) / denom
+    param += (((-lr * mu_next) / (1.0 - mu_product * mu_next)) * exp_avg) / denom
+
+
+def radam(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay,
+          decoupled_weight_decay, maximize, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.radam`."""
+    beta1, beta2 = betas
+    d = _weight_decay(param, _grad(grad, maximize, grad_scale), lr, weight_decay,
+                      decoupled_weight_decay)
+    _lerp(exp_avg, d, 1 - beta1)
+    exp_avg_sq[...] = exp_avg_sq * beta2 + ((1 - beta2) * d) * d
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    corrected = exp_avg / bias_correction1
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
+    if rho_t > 5.0:
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        # torch evaluates `float / tensor` as `tensor.reciprocal() * float`
+        adaptive = (1 / (np.sqrt(exp_avg_sq) + eps)) * bias_correction2**0.5
+        param -= ((corrected * lr) * adaptive) * rect
+    else:
+        param -= corrected * lr
+
+
+def asgd(param, grad, ax, *, lambd, weight_decay, maximize, eta, mu, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.asgd`."""
+    d = _direction(param, grad, weight_decay, maximize, grad_scale)
+    param *= 1 - lambd * eta
+    param += -eta * d
+    if mu != 1:
+        ax += (param - ax) * mu
+    else:
+        ax[...] = param
+
+
+def rprop(param, grad, prev, step_size, *, etas, step_sizes, maximize, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.rprop`."""
+    etaminus, etaplus = etas
+    step_size_min, step_size_max = step_sizes
+    one = param.dtype.type(1)
+    d = _grad(grad, maximize, grad_scale)
+    product = d * prev
+    factor = np.where(product > 0, param.dtype.type(etaplus),
+                      np.where(product < 0, param.dtype.type(etaminus), one))
+    step_size[...] = np.minimum(np.maximum(step_size * factor, step_size_min), step_size_max)
+    d = np.where(factor == param.dtype.type(etaminus), param.dtype.type(0), d)
+    direction = (d > 0).astype(param.dtype) - (d < 0).astype(param.dtype)  # torch.sign
+    param += -direction * step_size
+    prev[...] = d
+
+
+def _sign(x):
+    """sign with sign(0) = 0, as (x > 0) - (x < 0) in the element type (NaN gives 0)."""
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
+def lion(param, grad, exp_avg, *, lr, betas, weight_decay, maximize, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.lion`."""
+    beta1, beta2 = betas
+    d = _grad(grad, maximize, grad_scale)
+    if weight_decay != 0:
+        param *= 1 - lr * weight_decay
+    c = exp_avg * beta1 + (1 - beta1) * d
+    param += -lr * np.where(np.isnan(c), c, _sign(c))   # a NaN stays NaN
+    exp_avg[...] = exp_avg * beta2 + (1 - beta2) * d
+
+
+def adabelief(param, grad, exp_avg, exp_avg_var, *, step, lr, betas, eps, weight_decay,
+              decoupled_weight_decay, maximize, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.adabelief`."""
+    beta1, beta2 = betas
+    d = _weight_decay(param, _grad(grad, maximize, grad_scale), lr, weight_decay,
+                      decoupled_weight_decay)
+    exp_avg[...] = exp_avg * beta1 + (1 - beta1) * d
+    residual = d - exp_avg
+    exp_avg_var[...] = exp_avg_var * beta2 + ((1 - beta2) * residual) * residual
+    exp_avg_var += eps
+    step_size = lr / (1 - beta1**step)
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    param += (-step_size * exp_avg) / (np.sqrt(exp_avg_var) / bias_correction2_sqrt + eps)
+
+
+def yogi(param, grad, exp_avg, exp_avg_sq, *, lr, betas, eps, weight_decay, maximize,
+         grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.yogi`."""
+    beta1, beta2 = betas
+    d = _direction(param, grad, weight_decay, maximize, grad_scale)
+    exp_avg[...] = exp_avg * beta1 + (1 - beta1) * d
+    d2 = d * d
+    exp_avg_sq -= ((1 - beta2) * _sign(exp_avg_sq - d2)) * d2
+    param += (-lr * exp_avg) / (np.sqrt(exp_avg_sq) + eps)
+
+
+def adan(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad, *, step, lr, betas, eps,
+         weight_decay, no_prox, maximize, first_step, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.adan`."""
+    beta1, beta2, beta3 = betas
+    d = _grad(grad, maximize, grad_scale)
+    diff = np.zeros_like(d) if first_step else d - pre_grad
+    u = diff * beta2 + d
+    exp_avg[...] = exp_avg * beta1 + (1 - beta1) * d
+    exp_avg_diff[...] = exp_avg_diff * beta2 + (1 - beta2) * diff
+    exp_avg_sq[...] = exp_avg_sq * beta3 + ((1 - beta3) * u) * u
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    bias_correction3_sqrt = (1 - beta3**step) ** 0.5
+    denom = np.sqrt(exp_avg_sq) / bias_correction3_sqrt + eps
+    if weight_decay != 0 and no_prox:
+        param *= 1 - lr * weight_decay
+    param += (-(lr / bias_correction1) * exp_avg) / denom
+    param += (-(lr * beta2 / bias_correction2) * exp_avg_diff) / denom
+    if weight_decay != 0 and not no_prox:
+        param /= 1 + lr * weight_decay
+    pre_grad[...] = d
+
+
+def _lane_total(lanes):
+    a = [float(v) for v in lanes]
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+
+
+def _ordered_sum(values):
+    """Sum of the float64 array `values` in the kernels' fixed order (see SUM_BLOCK)."""
+    total = 0.0
+    for begin in range(0, values.size, SUM_BLOCK):
+        block = values[begin:begin + SUM_BLOCK]
+        full = block.size - block.size % SUM_LANES
+        lanes = np.zeros(SUM_LANES)
+        if full:
+            # accumulate runs down each column one row after another: lane j's
+            # sequential running sum, as the kernel's lane j
+            lanes = np.add.accumulate(block[:full].reshape(-1, SUM_LANES), axis=0)[-1].copy()
+        lanes[:block.size - full] += block[full:]
+        total += _lane_total(lanes)
+    return total
+
+
+def _squared_norm(x):
+    x = x.reshape(-1).astype(np.float64)
+    return _ordered_sum(x * x)
+
+
+def lamb(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay, maximize,
+         grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.lamb`."""
+    beta1, beta2 = betas
+    d = _grad(grad, maximize, grad_scale)
+    exp_avg[...] = exp_avg * beta1 + (1 - beta1) * d
+    exp_avg_sq[...] = exp_avg_sq * beta2 + (1 - beta2) * (d * d)
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    update = (exp_avg / bias_correction1) / (np.sqrt(exp_avg_sq / bias_correction2) + eps)
+    if weight_decay != 0:
+        update = update + weight_decay * param
+    param_norm = math.sqrt(_squared_norm(param))
+    update_norm = math.sqrt(_squared_norm(update))
+    trust = param_norm / update_norm if param_norm > 0 and update_norm > 0 else 1.0
+    param += -(lr * trust) * update
+
+
+def lars(param, grad, momentum_buffer=None, *, lr, momentum, weight_decay, trust_coefficient,
+         nesterov, maximize, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.lars`."""
+    d = _grad(grad, maximize, grad_scale)
+    param_norm = math.sqrt(_squared_norm(param))
+    grad_norm = math.sqrt(_squared_norm(d))
+    denom = grad_norm + weight_decay * param_norm
+    trust = trust_coefficient * param_norm / denom if param_norm > 0 and denom > 0 else 1.0
+    if weight_decay != 0:
+        d = d + weight_decay * param
+    step = (lr * trust) * d
+    if momentum != 0:
+        momentum_buffer[...] = momentum_buffer * momentum + step
+        step = step + momentum * momentum_buffer if nesterov else momentum_buffer
+    param -= step
+
+
+def _last_of_running_sum(values, axis):
+    """Sequential (left-to-right) sum along `axis`, as a loop that adds one at a time."""
+    if values.shape[axis] == 0:
+        return np.zeros(np.delete(values.shape, axis))
+    return np.take(np.add.accumulate(values, axis=axis), -1, axis=axis)
+
+
+def adafactor(param, grad, row_var=None, col_var=None, variance=None, *, step, lr,
+              beta2_decay, eps, d, weight_decay, maximize, grad_scale=None):
+    """NumPy twin of :func:`fastopt.functional.adafactor`."""
+    eps1, eps2 = eps
+    if eps1 is None:
+        eps1 = float(np.finfo(param.dtype).eps)
+    dtype = param.dtype.type
+    g = _grad(grad, maximize, grad_scale)
+    n = param.size
+    one_minus_beta2_t = step**beta2_decay
+    rho_t = min(lr, 1 / (step**0.5))
+    param_rms = math.sqrt(_squared_norm(param)) / (n**0.5) if n else math.nan
+    alpha = max(eps2, param_rms) * rho_t
+    if param.ndim >= 2:
+        batch, rows, cols = int(np.prod(param.shape[:-2])), param.shape[-2], param.shape[-1]
+        squares = g.reshape(batch, rows, cols).astype(np.float64) ** 2
+        row_sq = _last_of_running_sum(squares, 2)
+        col_sq = _last_of_running_sum(squares, 1)
+        rv = row_var.reshape(batch, rows)
+        cv = col_var.reshape(batch, cols)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            _lerp(rv, (row_sq / cols).astype(param.dtype), one_minus_beta2_t)
+            _lerp(cv, (col_sq / rows).astype(param.dtype), one_minus_beta2_t)
+            row_sum = _last_of_running_sum(rv.astype(np.float64), 1)
+            row_mean = np.maximum((row_sum / rows).astype(param.dtype), dtype(eps1))
+        estimate = ((rv[:, :, None] * cv[:, None, :]) / row_mean[:, None, None]).reshape(
+            param.shape)
+    else:
+        _lerp(variance, g * g, one_minus_beta2_t)
+        estimate = variance
+    update = (1 / np.sqrt(np.maximum(estimate, dtype(eps1 * eps1)))) * g
+    update_rms = math.sqrt(_squared_norm(update)) / ((n**0.5) * d) if n else math.nan
+    denom = max(1.0, update_rms)
+    if weight_decay != 0:
+        param *= 1 - lr * weight_decay
+    param += (-alpha / denom) * update
 
 
 # -- gradient clipping (twins of fastopt._ops) ---------------------------------------

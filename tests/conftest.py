@@ -22,13 +22,21 @@ def algorithm_configs():
     return cases
 
 
-def functional_kwargs(algorithm, hyper, step, first_step):
-    """Keyword arguments of `algorithm`'s functional kernel for a group `hyper`."""
+def functional_kwargs(algorithm, hyper, step, first_step, advanced=None):
+    """Keyword arguments of `algorithm`'s functional kernel for a group `hyper`.
+
+    `advanced` holds the scalars that `algorithm.advance_scalars` derives from its
+    scalar state for this step; None computes them for a parameter without state
+    (right on the first step only)."""
     kwargs = {h.name: hyper[h.name] for h in algorithm.hyper if h.kernel_names != ()}
-    if algorithm.tracks_step:
+    if "step" in algorithm.per_param:
         kwargs["step"] = step
     if "first_step" in algorithm.per_param:
         kwargs["first_step"] = first_step
+    if algorithm.advanced:
+        if advanced is None:
+            advanced, _ = algorithm.advance_scalars(hyper, step, None)
+        kwargs.update({name: advanced[name] for name in algorithm.advanced})
     return kwargs
 
 
@@ -37,12 +45,13 @@ def new_state(algorithm, hyper, param):
     so a kernel that reads them on the first step is caught."""
     buffers = []
     for spec in algorithm.state:
-        if not spec.needed(hyper):
+        shape = spec.shape_for(param.shape)
+        if not spec.needed(hyper) or shape is None:
             buffers.append(None)
         elif spec.fill is None:
-            buffers.append(np.full_like(param, np.nan))
+            buffers.append(np.full(shape, np.nan, dtype=param.dtype))
         else:
-            buffers.append(np.full_like(param, spec.fill(hyper)))
+            buffers.append(np.full(shape, spec.fill(hyper), dtype=param.dtype))
     return buffers
 
 

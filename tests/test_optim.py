@@ -117,6 +117,32 @@ BAD_CONSTRUCTOR = [
     ("adagrad", {"lr_decay": -1.0}, ValueError, "Invalid lr_decay value"),
     ("adagrad", {"initial_accumulator_value": -1.0}, ValueError,
      "Invalid initial_accumulator_value value"),
+    ("adamax", {"betas": (0.9, 1.0)}, ValueError, "Invalid beta parameter at index 1: 1.0"),
+    ("adamax", {"lr": -0.1}, ValueError, "Invalid learning rate: -0.1"),
+    ("nadam", {"momentum_decay": -1.0}, ValueError, "Invalid momentum_decay value: -1.0"),
+    ("nadam", {"decoupled_weight_decay": "yes"}, TypeError,
+     "decoupled_weight_decay must be a bool"),
+    ("radam", {"eps": -1.0}, ValueError, "Invalid epsilon value: -1.0"),
+    ("asgd", {"weight_decay": -1.0}, ValueError, "Invalid weight_decay value: -1.0"),
+    ("asgd", {"lambd": float("nan")}, ValueError, "Invalid lambd value: nan"),
+    ("asgd", {"t0": "1"}, TypeError, "t0 must be a real number"),
+    ("rprop", {"etas": (1.5, 1.2)}, ValueError, r"Invalid eta values: 1.5, 1.2"),
+    ("rprop", {"etas": (0.5, 1.0)}, ValueError, r"Invalid eta values: 0.5, 1.0"),
+    ("rprop", {"etas": 0.5}, TypeError, "etas must be a pair"),
+    ("rprop", {"step_sizes": (float("nan"), 1.0)}, ValueError, "Invalid step_sizes value: nan"),
+    ("rprop", {"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
+    ("adafactor", {"lr": -1.0}, ValueError, "Learning rate should be >= 0 but is: -1.0"),
+    ("adafactor", {"beta2_decay": 0.5}, ValueError, "beta2_decay should be <= 0 but is: 0.5"),
+    ("adafactor", {"eps": (-1.0, 1e-3)}, ValueError, "epsilon1 should be >= 0 but is: -1.0"),
+    ("adafactor", {"eps": (None, -1.0)}, ValueError, "epsilon2 should be >= 0 but is: -1.0"),
+    ("adafactor", {"eps": 1e-3}, TypeError, "eps must be a pair"),
+    ("adafactor", {"d": 0.5}, ValueError, "Clipping threshold d should be >= 1 but is: 0.5"),
+    ("adafactor", {"weight_decay": -1.0}, ValueError, "weight_decay should be >= 0 but is"),
+    ("adan", {"betas": (0.9, 0.9)}, TypeError, "betas must be three floats"),
+    ("adan", {"betas": (0.9, 0.9, 1.0)}, ValueError, "Invalid beta parameter at index 2: 1.0"),
+    ("lars", {"trust_coefficient": -1.0}, ValueError, "Invalid trust_coefficient value"),
+    ("yogi", {"initial_accumulator_value": -1.0}, ValueError,
+     "Invalid initial_accumulator_value value"),
 ]
 
 
@@ -224,3 +250,107 @@ def test_load_state_dict_rejects_mismatches_and_changes_nothing():
             opt.load_state_dict(bad)
         assert_unchanged(opt, snap)
         assert opt.param_groups[0]["lr"] == 0.1
+
+
+@pytest.mark.parametrize("grad_scale,exc,match", [
+    (0.0, ValueError, "grad_scale must be finite and > 0, got 0.0"),
+    (-2.0, ValueError, "grad_scale must be finite and > 0"),
+    (float("nan"), ValueError, "grad_scale must be finite and > 0, got nan"),
+    (float("inf"), ValueError, "grad_scale must be finite and > 0, got inf"),
+    ("2", TypeError, "grad_scale must be a real number or None, got str"),
+    (True, TypeError, "grad_scale must be a real number or None, got bool"),
+])
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.name)
+def test_bad_grad_scale_is_rejected_before_anything_is_written(algorithm, grad_scale, exc,
+                                                               match):
+    p = [np.ones(4), np.ones(3)]
+    opt = algorithm.cls(p, **richest_config(algorithm))
+    opt.step([np.ones(4), np.ones(3)])
+    snap = snapshot(opt)
+    with pytest.raises(exc, match=match):
+        opt.step([np.ones(4), np.ones(3)], grad_scale=grad_scale)
+    assert_unchanged(opt, snap)
+    from conftest import functional_kwargs, new_state
+    hyper = richest_config(algorithm)
+    param = np.ones(4)
+    with pytest.raises(exc, match=match):
+        algorithm.functional(param, np.ones(4), *new_state(algorithm, hyper, param),
+                             grad_scale=grad_scale,
+                             **functional_kwargs(algorithm, hyper, 1, True))
+    assert np.all(param == 1)
+
+
+def test_grad_scale_is_keyword_only():
+    opt = fastopt.SGD([np.ones(2)], lr=0.1)
+    with pytest.raises(TypeError):
+        opt.step([np.ones(2)], 2.0)
+
+
+@pytest.mark.parametrize("name", ["nadam", "asgd"])
+def test_scalar_state_is_saved_and_loaded_as_torch_keeps_it(name):
+    """NAdam's mu_product and ASGD's eta and mu live in the state dict as scalars; a
+    torch state dict turned into NumPy holds them as 0-d float32 arrays."""
+    algorithm = fastopt.get_algorithm(name)
+    p = np.ones(3)
+    opt = algorithm.cls([p], lr=0.1)
+    opt.step([np.full(3, 0.5)])
+    saved = opt.state_dict()
+    names = [s.name for s in algorithm.scalar_state]
+    for key in names:
+        assert isinstance(saved["state"][0][key], float)
+    as_torch = {"state": {0: {k: (np.asarray(v, np.float32) if k in names else v)
+                              for k, v in saved["state"][0].items()}},
+                "param_groups": saved["param_groups"]}
+    q = p.copy()
+    other = algorithm.cls([q], lr=0.1)
+    other.load_state_dict(as_torch)
+    assert {k: other.state[0][k] for k in names} == {k: saved["state"][0][k] for k in names}
+    opt.step([np.full(3, 0.25)])
+    other.step([np.full(3, 0.25)])
+    assert p.tobytes() == q.tobytes()
+    missing = {"state": {0: {k: v for k, v in saved["state"][0].items() if k != names[0]}},
+               "param_groups": saved["param_groups"]}
+    with pytest.raises(ValueError, match=f"'{names[0]}'\\] is missing"):
+        other.load_state_dict(missing)
+
+
+@pytest.mark.parametrize("algorithm,hyper", algorithm_configs())
+def test_each_parameter_is_updated_independently(algorithm, hyper):
+    """Stepping parameters together equals stepping each alone: in particular the
+    layer-wise norms of the two-pass kernels (LAMB, LARS) are per parameter."""
+    rng = np.random.default_rng(9)
+    a, grads_a = random_problem(rng, 40, np.float64, 6)
+    b, grads_b = random_problem(rng, 9, np.float64, 6)
+    b *= 30.0
+    alone_a, alone_b = a.copy(), b.copy()
+    together = algorithm.cls([a, b], **hyper)
+    only_a = algorithm.cls([alone_a], **hyper)
+    only_b = algorithm.cls([alone_b], **hyper)
+    for ga, gb in zip(grads_a, grads_b):
+        together.step([ga, gb])
+        only_a.step([ga])
+        only_b.step([gb])
+    assert a.tobytes() == alone_a.tobytes()
+    assert b.tobytes() == alone_b.tobytes()
+
+
+def test_adafactor_state_dict_keeps_factored_shapes():
+    p = np.ones((3, 4))
+    opt = fastopt.Adafactor([p], lr=0.1)
+    opt.step([np.full((3, 4), 0.5)])
+    saved = opt.state_dict()
+    q = p.copy()
+    other = fastopt.Adafactor([q], lr=0.1)
+    other.load_state_dict(saved)
+    assert other.state[0]["col_var"].shape == (1, 4)
+    opt.step([np.full((3, 4), 0.25)])
+    other.step([np.full((3, 4), 0.25)])
+    assert p.tobytes() == q.tobytes()
+    bad = {"state": {0: dict(saved["state"][0], row_var=np.zeros((3, 4)))},
+           "param_groups": saved["param_groups"]}
+    with pytest.raises(ValueError, match=r"'row_var'\] has shape \(3, 4\).*expected \(3, 1\)"):
+        other.load_state_dict(bad)
+    bad = {"state": {0: dict(saved["state"][0], variance=np.zeros((3, 4)))},
+           "param_groups": saved["param_groups"]}
+    with pytest.raises(ValueError, match=r"'variance'\] is not used by params\[0\]"):
+        other.load_state_dict(bad)

@@ -1,7 +1,7 @@
 /*
  * Adam and AdamW (torch.optim.Adam / AdamW, foreach=False):
  *
- *   d = -g if maximize else g
+ *   d = (-g if maximize else g) / grad_scale
  *   decoupled:  p = p * (1 - lr * weight_decay)      else:  d += weight_decay * p
  *   exp_avg = lerp(exp_avg, d, 1 - beta1)
  *   exp_avg_sq = exp_avg_sq * beta2 + ((1 - beta2) * d) * d
@@ -14,16 +14,18 @@
  *
  * buffers: param grad exp_avg exp_avg_sq max_exp_avg_sq
  * hyper:   step lr beta1 beta2 eps weight_decay amsgrad maximize decoupled_weight_decay
+ *          grad_scale
  */
 static FO_INLINE void FN(adam_body)(T *restrict p, const T *restrict g, T *restrict m,
                                     T *restrict v, T *restrict vmax, int64_t begin,
                                     int64_t end, T sign, T wd, T decay, T w, T one_minus_w,
                                     T beta2, T one_minus_beta2, T bc2_sqrt, T eps,
-                                    T neg_step_size, const int WD, const int DECOUPLED,
-                                    const int AMSGRAD, const int SMALL)
+                                    T neg_step_size, T scale, const int WD,
+                                    const int DECOUPLED, const int AMSGRAD, const int SMALL,
+                                    const int SCALED)
 {
     for (int64_t i = begin; i < end; i++) {
-        T d = sign * g[i];
+        T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         T x = p[i];
         if (WD) {
             if (DECOUPLED) x = x * decay;
@@ -58,8 +60,10 @@ FO_KERNEL void FN(adam)(char *const *buf, int64_t begin, int64_t end, const doub
     const int small = (w < 0 ? -w : w) < (T)0.5;
     const T wd = (T)weight_decay, decay = (T)(1 - lr * weight_decay);
     const T tb2 = (T)beta2, omb2 = (T)(1 - beta2), bc2s = (T)bias_correction2_sqrt;
-    const T te = (T)eps, nss = (T)(-step_size);
-#define FO_ADAM(W, D, A, S) FN(adam_body)(p, g, m, v, vmax, begin, end, sign, wd, decay, w, one_minus_w, tb2, omb2, bc2s, te, nss, W, D, A, S)
+    const T te = (T)eps, nss = (T)(-step_size), scale = (T)h[9];
+    const int scaled = h[9] != 1;
+#define FO_ADAM_G(W, D, A, S, G) FN(adam_body)(p, g, m, v, vmax, begin, end, sign, wd, decay, w, one_minus_w, tb2, omb2, bc2s, te, nss, scale, W, D, A, S, G)
+#define FO_ADAM(W, D, A, S) FO_OPT1(scaled, FO_ADAM_G, W, D, A, S)
 #define FO_ADAM_AS(W, D)                                                    \
     do {                                                                    \
         if (amsgrad) { if (small) FO_ADAM(W, D, 1, 1); else FO_ADAM(W, D, 1, 0); } \
@@ -70,4 +74,5 @@ FO_KERNEL void FN(adam)(char *const *buf, int64_t begin, int64_t end, const doub
     else FO_ADAM_AS(1, 0);
 #undef FO_ADAM_AS
 #undef FO_ADAM
+#undef FO_ADAM_G
 }

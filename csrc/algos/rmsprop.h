@@ -1,7 +1,7 @@
 /*
  * RMSprop (torch.optim.RMSprop, foreach=False):
  *
- *   d = -g if maximize else g;  d += weight_decay * p
+ *   d = (-g if maximize else g) / grad_scale;  d += weight_decay * p
  *   square_avg = square_avg * alpha + ((1 - alpha) * d) * d
  *   centered:  grad_avg = lerp(grad_avg, d, 1 - alpha)
  *              avg = sqrt(square_avg + (-1 * grad_avg) * grad_avg) + eps
@@ -11,16 +11,17 @@
  *   else:          p = p + (-lr * d) / avg
  *
  * buffers: param grad square_avg momentum_buffer grad_avg
- * hyper:   step lr alpha eps weight_decay momentum centered maximize
+ * hyper:   step lr alpha eps weight_decay momentum centered maximize grad_scale
  */
 static FO_INLINE void FN(rmsprop_body)(T *restrict p, const T *restrict g, T *restrict sq,
                                        T *restrict mb, T *restrict ga, int64_t begin,
                                        int64_t end, T sign, T wd, T alpha, T one_minus_alpha,
-                                       T one_minus_w, T eps, T mom, T neg_lr, const int WD,
-                                       const int CENTERED, const int MOMENTUM, const int SMALL)
+                                       T one_minus_w, T eps, T mom, T neg_lr, T scale,
+                                       const int WD, const int CENTERED, const int MOMENTUM,
+                                       const int SMALL, const int SCALED)
 {
     for (int64_t i = begin; i < end; i++) {
-        T d = sign * g[i];
+        T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         if (WD) d = d + wd * p[i];
         T s = sq[i] * alpha + (one_minus_alpha * d) * d;
         sq[i] = s;
@@ -53,8 +54,10 @@ FO_KERNEL void FN(rmsprop)(char *const *buf, int64_t begin, int64_t end, const d
     /* grad_avg.lerp_(grad, 1 - alpha): ATen casts the weight, then branches on it */
     const T w = (T)(1 - alpha), one_minus_w = (T)1 - w;
     const int small = (w < 0 ? -w : w) < (T)0.5;
-    const T ta = (T)alpha, te = (T)eps, tm = (T)momentum, neg_lr = (T)(-lr);
-#define FO_RMS(W, C, M, S) FN(rmsprop_body)(p, g, sq, mb, ga, begin, end, sign, wd, ta, w, one_minus_w, te, tm, neg_lr, W, C, M, S)
+    const T ta = (T)alpha, te = (T)eps, tm = (T)momentum, neg_lr = (T)(-lr), scale = (T)h[8];
+    const int scaled = h[8] != 1;
+#define FO_RMS_G(W, C, M, S, G) FN(rmsprop_body)(p, g, sq, mb, ga, begin, end, sign, wd, ta, w, one_minus_w, te, tm, neg_lr, scale, W, C, M, S, G)
+#define FO_RMS(W, C, M, S) FO_OPT1(scaled, FO_RMS_G, W, C, M, S)
 #define FO_RMS_CM(W)                                                                     \
     do {                                                                                 \
         if (centered) {                                                                  \
@@ -67,4 +70,5 @@ FO_KERNEL void FN(rmsprop)(char *const *buf, int64_t begin, int64_t end, const d
     if (weight_decay != 0) FO_RMS_CM(1); else FO_RMS_CM(0);
 #undef FO_RMS_CM
 #undef FO_RMS
+#undef FO_RMS_G
 }

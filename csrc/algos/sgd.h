@@ -2,21 +2,22 @@
  * SGD with optional momentum, dampening, Nesterov momentum and weight decay
  * (torch.optim.SGD, foreach=False):
  *
- *   d = -g if maximize else g;  d += weight_decay * p
+ *   d = (-g if maximize else g) / grad_scale;  d += weight_decay * p
  *   buf = d (first step)  or  buf = buf * momentum + (1 - dampening) * d
  *   d = d + momentum * buf (nesterov)  or  d = buf
  *   p = p + (-lr) * d
  *
  * buffers: param grad momentum_buffer
- * hyper:   lr momentum dampening weight_decay nesterov maximize first_step
+ * hyper:   lr momentum dampening weight_decay nesterov maximize first_step grad_scale
  */
 static FO_INLINE void FN(sgd_body)(T *restrict p, const T *restrict g, T *restrict buf,
                                    int64_t begin, int64_t end, T sign, T wd, T mom,
-                                   T one_minus_damp, T neg_lr, const int WD,
-                                   const int MOMENTUM, const int NESTEROV, const int FIRST)
+                                   T one_minus_damp, T neg_lr, T scale, const int WD,
+                                   const int MOMENTUM, const int NESTEROV, const int FIRST,
+                                   const int SCALED)
 {
     for (int64_t i = begin; i < end; i++) {
-        T d = sign * g[i];
+        T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         if (WD) d = d + wd * p[i];
         if (MOMENTUM) {
             T b = FIRST ? d : buf[i] * mom + one_minus_damp * d;
@@ -35,8 +36,10 @@ FO_KERNEL void FN(sgd)(char *const *buf, int64_t begin, int64_t end, const doubl
     const double lr = h[0], momentum = h[1], dampening = h[2], weight_decay = h[3];
     const int nesterov = h[4] != 0, maximize = h[5] != 0, first = h[6] != 0;
     const T sign = maximize ? (T)-1 : (T)1, wd = (T)weight_decay, mom = (T)momentum;
-    const T omd = (T)(1 - dampening), neg_lr = (T)(-lr);
-#define FO_SGD(W, M, N, F) FN(sgd_body)(p, g, mb, begin, end, sign, wd, mom, omd, neg_lr, W, M, N, F)
+    const T omd = (T)(1 - dampening), neg_lr = (T)(-lr), scale = (T)h[7];
+    const int scaled = h[7] != 1;
+#define FO_SGD_S(W, M, N, F, S) FN(sgd_body)(p, g, mb, begin, end, sign, wd, mom, omd, neg_lr, scale, W, M, N, F, S)
+#define FO_SGD(W, M, N, F) FO_OPT1(scaled, FO_SGD_S, W, M, N, F)
     if (momentum == 0) {
         if (weight_decay != 0) FO_SGD(1, 0, 0, 0); else FO_SGD(0, 0, 0, 0);
     } else if (weight_decay != 0) {
@@ -47,4 +50,5 @@ FO_KERNEL void FN(sgd)(char *const *buf, int64_t begin, int64_t end, const doubl
         else          { if (first) FO_SGD(0, 1, 0, 1); else FO_SGD(0, 1, 0, 0); }
     }
 #undef FO_SGD
+#undef FO_SGD_S
 }

@@ -1,0 +1,78 @@
+/*
+ * Adan (Xie et al. 2022, "Adan: Adaptive Nesterov Momentum Algorithm for Faster
+ * Optimizing Deep Models", arXiv:2208.06677, Algorithm 1), in the parameterization of
+ * the authors' PyTorch code (sail-sg/Adan): beta_k here is 1 - beta_k of the paper, the
+ * moments are bias-corrected, and the first step has no gradient difference.
+ *
+ *   d = (-g if maximize else g) / grad_scale
+ *   diff = 0 (first step)  or  d - pre_grad
+ *   u = diff * beta2 + d
+ *   exp_avg = exp_avg * beta1 + (1 - beta1) * d
+ *   exp_avg_diff = exp_avg_diff * beta2 + (1 - beta2) * diff
+ *   exp_avg_sq = exp_avg_sq * beta3 + ((1 - beta3) * u) * u
+ *   denom = sqrt(exp_avg_sq) / bc3_sqrt + eps
+ *   no_prox:  p = p * (1 - lr * weight_decay)
+ *   p = p + (-step_size * exp_avg) / denom
+ *   p = p + (-step_size_diff * exp_avg_diff) / denom
+ *   not no_prox:  p = p / (1 + lr * weight_decay)
+ *   pre_grad = d
+ *
+ * with bc_k = 1 - beta_k**step, bc3_sqrt = bc3**0.5, step_size = lr / bc1 and
+ * step_size_diff = lr * beta2 / bc2, in double (the order of the authors' code).
+ *
+ * buffers: param grad exp_avg exp_avg_diff exp_avg_sq pre_grad
+ * hyper:   step lr beta1 beta2 beta3 eps weight_decay no_prox maximize first_step
+ *          grad_scale
+ */
+static FO_INLINE void FN(adan_body)(T *restrict p, const T *restrict g, T *restrict m,
+                                    T *restrict md, T *restrict n, T *restrict pre,
+                                    int64_t begin, int64_t end, T sign, T beta1,
+                                    T one_minus_beta1, T beta2, T one_minus_beta2, T beta3,
+                                    T one_minus_beta3, T bc3_sqrt, T eps,
+                                    T neg_step_size, T neg_step_size_diff, T decay, T prox,
+                                    T scale, const int WD,
+                                    const int NO_PROX, const int FIRST, const int SCALED)
+{
+    for (int64_t i = begin; i < end; i++) {
+        T d = FN(fo_grad)(g[i], sign, scale, SCALED);
+        T diff = FIRST ? (T)0 : d - pre[i];
+        T u = diff * beta2 + d;
+        T mi = m[i] * beta1 + one_minus_beta1 * d;
+        m[i] = mi;
+        T mdi = md[i] * beta2 + one_minus_beta2 * diff;
+        md[i] = mdi;
+        T ni = n[i] * beta3 + (one_minus_beta3 * u) * u;
+        n[i] = ni;
+        T denom = SQRT(ni) / bc3_sqrt + eps;
+        T x = p[i];
+        if (WD && NO_PROX) x = x * decay;
+        x = x + (neg_step_size * mi) / denom;
+        x = x + (neg_step_size_diff * mdi) / denom;
+        if (WD && !NO_PROX) x = x / prox;
+        p[i] = x;
+        pre[i] = d;
+    }
+}
+
+FO_KERNEL void FN(adan)(char *const *buf, int64_t begin, int64_t end, const double *h)
+{
+    T *p = (T *)buf[0];
+    const T *g = (const T *)buf[1];
+    T *m = (T *)buf[2], *md = (T *)buf[3], *n = (T *)buf[4], *pre = (T *)buf[5];
+    const double step = h[0], lr = h[1], beta1 = h[2], beta2 = h[3], beta3 = h[4];
+    const double eps = h[5], weight_decay = h[6];
+    const int no_prox = h[7] != 0, maximize = h[8] != 0, first = h[9] != 0;
+    const int scaled = h[10] != 1;
+    const double bc1 = 1 - pow(beta1, step), bc2 = 1 - pow(beta2, step);
+    const double bc3_sqrt = pow(1 - pow(beta3, step), 0.5);
+    const T sign = maximize ? (T)-1 : (T)1, scale = (T)h[10];
+#define FO_ADAN_4(_, W, N, F, G) FN(adan_body)(p, g, m, md, n, pre, begin, end, sign, (T)beta1, (T)(1 - beta1), (T)beta2, (T)(1 - beta2), (T)beta3, (T)(1 - beta3), (T)bc3_sqrt, (T)eps, (T)(-(lr / bc1)), (T)(-(lr * beta2 / bc2)), (T)(1 - lr * weight_decay), (T)(1 + lr * weight_decay), scale, W, N, F, G)
+#define FO_ADAN_3(_, W, N, F) FO_OPT4(scaled, FO_ADAN_4, _, W, N, F)
+#define FO_ADAN_2(_, W, N) FO_OPT3(first, FO_ADAN_3, _, W, N)
+#define FO_ADAN_1(_, W) FO_OPT2(W && no_prox, FO_ADAN_2, _, W)
+    FO_OPT1(weight_decay != 0, FO_ADAN_1, _);
+#undef FO_ADAN_1
+#undef FO_ADAN_2
+#undef FO_ADAN_3
+#undef FO_ADAN_4
+}

@@ -1,0 +1,115 @@
+/*
+ * LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning: Training BERT
+ * in 76 minutes", ICLR 2020, Algorithm 2, with phi = identity), a two-pass kernel:
+ *
+ *   d = (-g if maximize else g) / grad_scale
+ *   exp_avg' = exp_avg * beta1 + (1 - beta1) * d
+ *   exp_avg_sq' = exp_avg_sq * beta2 + (1 - beta2) * (d * d)
+ *   u = (exp_avg' / bias_correction1) / (sqrt(exp_avg_sq' / bias_correction2) + eps)
+ *       + weight_decay * p
+ *   pass 1 (lamb_sums): param_sq_norm = sum p*p, update_sq_norm = sum u*u (double)
+ *   trust = |p| / |u| if both are > 0, else 1            (in double)
+ *   pass 2 (lamb):      exp_avg = exp_avg', exp_avg_sq = exp_avg_sq',
+ *                       p = p + (-(lr * trust)) * u
+ *
+ * Pass 1 computes u without storing anything; pass 2 computes it again, identically.
+ *
+ * buffers: param grad exp_avg exp_avg_sq
+ * hyper:   step lr beta1 beta2 eps weight_decay maximize grad_scale
+ *          param_sq_norm update_sq_norm            (the last two from pass 1)
+ */
+typedef struct {
+    T sign, scale, beta1, one_minus_beta1, beta2, one_minus_beta2, bc1, bc2, eps, wd;
+} FN(lamb_consts);
+
+static FO_INLINE FN(lamb_consts) FN(lamb_setup)(const double *h)
+{
+    const double step = h[0], beta1 = h[2], beta2 = h[3];
+    FN(lamb_consts) c = {
+        h[6] != 0 ? (T)-1 : (T)1, (T)h[7], (T)beta1, (T)(1 - beta1), (T)beta2,
+        (T)(1 - beta2), (T)(1 - pow(beta1, step)), (T)(1 - pow(beta2, step)), (T)h[4],
+        (T)h[5]};
+    return c;
+}
+
+/* u for one element, and the moments it comes from. */
+static FO_INLINE T FN(lamb_direction)(const FN(lamb_consts) *c, T grad, T x, T m_old,
+                                      T v_old, T *m_new, T *v_new, const int WD,
+                                      const int SCALED)
+{
+    T d = FN(fo_grad)(grad, c->sign, c->scale, SCALED);
+    T m = m_old * c->beta1 + c->one_minus_beta1 * d;
+    T v = v_old * c->beta2 + c->one_minus_beta2 * (d * d);
+    *m_new = m;
+    *v_new = v;
+    T u = (m / c->bc1) / (SQRT(v / c->bc2) + c->eps);
+    return WD ? u + c->wd * x : u;
+}
+
+static FO_INLINE void FN(lamb_sums_body)(const T *restrict p, const T *restrict g,
+                                         const T *restrict m, const T *restrict v,
+                                         int64_t begin, int64_t end,
+                                         const FN(lamb_consts) *c, double *sums,
+                                         const int WD, const int SCALED)
+{
+    double param_sq[FO_SUM_LANES] = {0}, update_sq[FO_SUM_LANES] = {0};
+    int64_t i = begin;
+    for (; i + FO_SUM_LANES <= end; i += FO_SUM_LANES) {
+        for (int j = 0; j < FO_SUM_LANES; j++) {
+            T mn, vn, x = p[i + j];
+            T u = FN(lamb_direction)(c, g[i + j], x, m[i + j], v[i + j], &mn, &vn, WD,
+                                     SCALED);
+            param_sq[j] += (double)x * (double)x;
+            update_sq[j] += (double)u * (double)u;
+        }
+    }
+    for (int j = 0; i + j < end; j++) {
+        T mn, vn, x = p[i + j];
+        T u = FN(lamb_direction)(c, g[i + j], x, m[i + j], v[i + j], &mn, &vn, WD,
+                                 SCALED);
+        param_sq[j] += (double)x * (double)x;
+        update_sq[j] += (double)u * (double)u;
+    }
+    sums[0] += FO_LANE_TOTAL(param_sq);
+    sums[1] += FO_LANE_TOTAL(update_sq);
+}
+
+FO_KERNEL void FN(lamb_sums)(char *const *buf, int64_t begin, int64_t end, const double *h,
+                             double *sums)
+{
+    const FN(lamb_consts) c = FN(lamb_setup)(h);
+    const int scaled = h[7] != 1;
+#define FO_LAMB_SUMS(_, W, G) FN(lamb_sums_body)((const T *)buf[0], (const T *)buf[1], (const T *)buf[2], (const T *)buf[3], begin, end, &c, sums, W, G)
+#define FO_LAMB_SUMS_W(_, W) FO_OPT2(scaled, FO_LAMB_SUMS, _, W)
+    FO_OPT1(h[5] != 0, FO_LAMB_SUMS_W, _);
+#undef FO_LAMB_SUMS_W
+#undef FO_LAMB_SUMS
+}
+
+static FO_INLINE void FN(lamb_body)(T *restrict p, const T *restrict g, T *restrict m,
+                                    T *restrict v, int64_t begin, int64_t end,
+                                    const FN(lamb_consts) *c, T neg_step, const int WD,
+                                    const int SCALED)
+{
+    for (int64_t i = begin; i < end; i++) {
+        T mn, vn, x = p[i];
+        T u = FN(lamb_direction)(c, g[i], x, m[i], v[i], &mn, &vn, WD, SCALED);
+        m[i] = mn;
+        v[i] = vn;
+        p[i] = x + neg_step * u;
+    }
+}
+
+FO_KERNEL void FN(lamb)(char *const *buf, int64_t begin, int64_t end, const double *h)
+{
+    const FN(lamb_consts) c = FN(lamb_setup)(h);
+    const int scaled = h[7] != 1;
+    const double param_norm = sqrt(h[8]), update_norm = sqrt(h[9]);
+    const double trust = param_norm > 0 && update_norm > 0 ? param_norm / update_norm : 1.0;
+    const T neg_step = (T)(-(h[1] * trust));
+#define FO_LAMB(_, W, G) FN(lamb_body)((T *)buf[0], (const T *)buf[1], (T *)buf[2], (T *)buf[3], begin, end, &c, neg_step, W, G)
+#define FO_LAMB_W(_, W) FO_OPT2(scaled, FO_LAMB, _, W)
+    FO_OPT1(h[5] != 0, FO_LAMB_W, _);
+#undef FO_LAMB_W
+#undef FO_LAMB
+}

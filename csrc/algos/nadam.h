@@ -1,0 +1,72 @@
+/*
+ * NAdam (torch.optim.NAdam, foreach=False):
+ *
+ *   d = (-g if maximize else g) / grad_scale
+ *   decoupled:  p = p * (1 - lr * weight_decay)      else:  d += weight_decay * p
+ *   exp_avg = lerp(exp_avg, d, 1 - beta1)
+ *   exp_avg_sq = exp_avg_sq * beta2 + ((1 - beta2) * d) * d
+ *   denom = sqrt(exp_avg_sq / bias_correction2) + eps
+ *   p = p + (c_grad * d) / denom
+ *   p = p + (c_avg * exp_avg) / denom
+ *
+ * with, in double: bias_correction2 = 1 - beta2**step,
+ * mu = beta1 * (1 - 0.5 * 0.96**(step * momentum_decay)), mu_next likewise at step + 1,
+ * c_grad = -lr * (1 - mu) / (1 - mu_product), c_avg = (-lr * mu_next) /
+ * (1 - mu_product * mu_next).  mu_product is the per-parameter scalar state after this
+ * step's update (the caller keeps it, as torch keeps a 0-d tensor).
+ *
+ * buffers: param grad exp_avg exp_avg_sq
+ * hyper:   step lr beta1 beta2 eps weight_decay momentum_decay decoupled_weight_decay
+ *          maximize mu_product grad_scale
+ */
+static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *restrict m,
+                                     T *restrict v, int64_t begin, int64_t end, T sign,
+                                     T wd, T decay, T w, T one_minus_w, T beta2,
+                                     T one_minus_beta2, T bc2, T eps, T c_grad, T c_avg,
+                                     T scale, const int WD, const int DECOUPLED,
+                                     const int SMALL, const int SCALED)
+{
+    for (int64_t i = begin; i < end; i++) {
+        T d = FN(fo_grad)(g[i], sign, scale, SCALED);
+        T x = p[i];
+        if (WD) {
+            if (DECOUPLED) x = x * decay;
+            else d = d + wd * x;
+        }
+        T mi = FN(fo_lerp)(m[i], d, w, one_minus_w, SMALL);
+        m[i] = mi;
+        T vi = v[i] * beta2 + (one_minus_beta2 * d) * d;
+        v[i] = vi;
+        T denom = SQRT(vi / bc2) + eps;
+        x = x + (c_grad * d) / denom;
+        p[i] = x + (c_avg * mi) / denom;
+    }
+}
+
+FO_KERNEL void FN(nadam)(char *const *buf, int64_t begin, int64_t end, const double *h)
+{
+    T *p = (T *)buf[0];
+    const T *g = (const T *)buf[1];
+    T *m = (T *)buf[2], *v = (T *)buf[3];
+    const double step = h[0], lr = h[1], beta1 = h[2], beta2 = h[3], eps = h[4];
+    const double weight_decay = h[5], momentum_decay = h[6], mu_product = h[9];
+    const int decoupled = h[7] != 0, maximize = h[8] != 0, scaled = h[10] != 1;
+    const double bias_correction2 = 1 - pow(beta2, step);
+    const double mu = beta1 * (1.0 - 0.5 * pow(0.96, step * momentum_decay));
+    const double mu_next = beta1 * (1.0 - 0.5 * pow(0.96, (step + 1) * momentum_decay));
+    const double c_grad = -lr * (1.0 - mu) / (1.0 - mu_product);
+    const double c_avg = (-lr * mu_next) / (1.0 - mu_product * mu_next);
+    const T sign = maximize ? (T)-1 : (T)1, scale = (T)h[10];
+    const T w = (T)(1 - beta1), one_minus_w = (T)1 - w;
+    const int small = (w < 0 ? -w : w) < (T)0.5;
+    const T wd = (T)weight_decay, decay = (T)(1 - lr * weight_decay);
+#define FO_NADAM_4(_, W, D, S, G) FN(nadam_body)(p, g, m, v, begin, end, sign, wd, decay, w, one_minus_w, (T)beta2, (T)(1 - beta2), (T)bias_correction2, (T)eps, (T)c_grad, (T)c_avg, scale, W, D, S, G)
+#define FO_NADAM_3(_, W, D, S) FO_OPT4(scaled, FO_NADAM_4, _, W, D, S)
+#define FO_NADAM_2(_, W, D) FO_OPT3(small, FO_NADAM_3, _, W, D)
+#define FO_NADAM_1(_, W) FO_OPT2(W && decoupled, FO_NADAM_2, _, W)
+    FO_OPT1(weight_decay != 0, FO_NADAM_1, _);
+#undef FO_NADAM_1
+#undef FO_NADAM_2
+#undef FO_NADAM_3
+#undef FO_NADAM_4
+}

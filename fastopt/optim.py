@@ -98,6 +98,9 @@ class Optimizer:
         self.param_groups: list[dict] = []
         self.state: dict[int, dict] = {}
         self._lock = threading.Lock()
+        self._plan = None
+        self._hyper_cache = []
+        self.num_threads = None
         for group in _param_list(params):
             self.add_param_group(group)
 
@@ -171,12 +174,47 @@ class Optimizer:
         if len(grads) != nparams:
             raise ValueError(f"step() expected {nparams} gradients (one per parameter, None "
                              f"to skip), got {len(grads)}")
+        packed_groups, needed_groups = [], []
+        cache = self._hyper_cache
+        names = algorithm.hyper_names
+        for g, group in enumerate(self.param_groups):
+            # Validating and packing a group costs more than a small step: reuse the
+            # result while the group holds the very same hyperparameter objects.
+            snapshot = _kernels.hyper_snapshot(group, names)
+            if g < len(cache) and cache[g][0] is group \
+                    and _kernels.same_objects(cache[g][1], snapshot):
+                packed, needed = cache[g][2], cache[g][3]
+            else:
+                algorithm.validate(group)
+                packed = algorithm.pack(group)
+                needed = tuple(s.needed(group) for s in algorithm.state)
+                del cache[g:]
+                cache.append((group, snapshot, packed, needed))
+            packed_groups.append(packed)
+            needed_groups.append(needed)
+        del cache[len(self.param_groups):]
+        needed_groups = tuple(needed_groups)
+        threads = _kernels._check_threads(self.num_threads, "num_threads")
+        # The common case: same parameters and state as the last step, so the
+        # prepared plan runs every parameter in one compiled call.
+        plan = self._plan
+        if plan is not None and plan.run(self.param_groups, self.state, grads,
+                                          packed_groups, needed_groups, threads):
+            return
+        self._full_step(grads, packed_groups, needed_groups, threads)
+        try:
+            self._plan = _kernels.Plan(algorithm.kernel, self.param_groups, self.state,
+                                       tuple(s.name for s in algorithm.state),
+                                       needed_groups, algorithm.tracks_step)
+        except (TypeError, ValueError):
+            self._plan = None  # the full path reports the problem at the next step
+
+    def _full_step(self, grads, packed_groups, needed_groups, threads):
+        """A step that checks everything from scratch and creates missing state."""
+        algorithm = self.algorithm
         tasks, task_index, pending = [], [], []
         index = 0
-        for group in self.param_groups:
-            algorithm.validate(group)
-            packed = algorithm.pack(group)
-            needed = [s.needed(group) for s in algorithm.state]
+        for group, packed, needed in zip(self.param_groups, packed_groups, needed_groups):
             for param in group["params"]:
                 grad = grads[index]
                 if grad is not None:
@@ -184,11 +222,11 @@ class Optimizer:
                     created = {}
                     buffers = [param, grad]
                     first_step = False
-                    for spec, need in zip(algorithm.state, needed):
+                    for slot, (spec, need) in enumerate(zip(algorithm.state, needed)):
                         buffer = state.get(spec.name) if need else None
                         if need and buffer is None:
                             buffer = new_state_buffer(param, None if spec.fill is None
-                                                      else spec.fill(group))
+                                                      else spec.fill(group), slot=slot)
                             created[spec.name] = buffer
                             first_step = first_step or spec.fill is None
                         buffers.append(buffer)
@@ -208,7 +246,7 @@ class Optimizer:
                 return f"grads[{i}]"
             return f"state[{i}][{buffer_names[slot]!r}]"
 
-        _kernels.run(tasks, label)
+        _kernels.run(tasks, label, threads)
         for index, created, step in pending:
             state = self.state.get(index)
             if state is None:
@@ -294,7 +332,7 @@ class Optimizer:
                     raise ValueError(f"state[{saved_id!r}] is missing 'step'")
                 loaded["step"] = _as_step(entry["step"], f"state[{saved_id!r}]['step']")
             param = params[i]
-            for spec in algorithm.state:
+            for slot, spec in enumerate(algorithm.state):
                 label = f"state[{saved_id!r}][{spec.name!r}]"
                 if spec.name not in entry:
                     if spec.needed(group) and spec.fill is not None:
@@ -309,7 +347,7 @@ class Optimizer:
                 if value.shape != param.shape:
                     raise ValueError(f"{label} has shape {value.shape} but params[{i}] has "
                                      f"shape {param.shape}")
-                buffer = new_state_buffer(param, None)
+                buffer = new_state_buffer(param, None, slot=slot)
                 np.copyto(buffer, value)
                 loaded[spec.name] = buffer
             new_state[i] = loaded

@@ -1,6 +1,6 @@
 """The machinery that makes steps fast must not change what a step computes: the cached
 step plan (and when it is rebuilt), threads, instruction-set dispatch, state placement,
-and flush-to-zero."""
+flush-to-zero, and the benchmark's command line."""
 import json
 
 import numpy as np
@@ -377,3 +377,36 @@ def test_flush_to_zero_is_scoped_to_the_call():
     fastopt.functional.sgd(param, grad, lr=1.0, momentum=0.0, dampening=0.0,
                            weight_decay=0.0, nesterov=False, maximize=False, first_step=False)
     np.testing.assert_array_equal(param, -grad)
+
+
+# -- the benchmark -------------------------------------------------------------------------
+
+def test_bench_smoke(tmp_path):
+    from fastopt import bench
+    path = tmp_path / "bench.json"
+    status = bench.main(["--sizes", "64", "--dtypes", "float32", "--rounds", "1",
+                         "--min-batch", "0.0001", "--quiet", "--no-torch", "--json", str(path)])
+    assert status == 0
+    report = json.loads(path.read_text())
+    assert {"environment", "byte_model", "roofline", "threads"} <= set(report)
+    rows = report["roofline"]
+    assert [r["algorithm"] for r in rows] == [a.name for a in ALGORITHMS]
+    for row in rows:
+        assert row["size"] == 64 and row["dtype"] == "float32"
+        assert {"fastopt", "numpy", "ceiling"} <= set(row["impls"])
+        for impl in row["impls"].values():
+            assert impl["us"] > 0 and impl["gbps"] > 0
+        reads, writes = row["reads"], row["writes"]
+        assert row["bytes_per_element"] == 4 * (reads + writes)
+        assert reads == writes + 1
+        assert row["fraction_of_ceiling"] > 0 and row["speedup_vs_numpy"] > 0
+
+
+def test_bench_memory_shape_follows_the_options():
+    from fastopt import bench
+    adam = fastopt.get_algorithm("adam")
+    assert bench.memory_shape(adam, dict(adam.defaults)) == (4, 3)
+    assert bench.memory_shape(adam, dict(adam.defaults, amsgrad=True)) == (5, 4)
+    sgd = fastopt.get_algorithm("sgd")
+    assert bench.memory_shape(sgd, dict(sgd.defaults)) == (2, 1)
+    assert bench.memory_shape(sgd, dict(sgd.defaults, momentum=0.9)) == (3, 2)

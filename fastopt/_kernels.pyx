@@ -220,6 +220,91 @@ def run(list tasks, labels, int num_threads=0):
         free(spans)
 
 
+def run_one(str name, tuple buffers, tuple values, labels):
+    """:func:`run` for a single task, without heap allocation (the functional API).
+
+    Same checks, same errors, same arguments as ``run([(name, buffers, values)],
+    labels)``.
+    """
+    cdef double hyper[FO_MAX_HYPER]
+    cdef Py_ssize_t k, nhyper
+    index = kernel_index(name)
+    nhyper = len(<tuple>(<tuple>_LAYOUTS[index])[2])
+    if len(values) != nhyper:
+        raise ValueError(f"kernel {name!r} takes {nhyper} scalars, got {len(values)}")
+    for k in range(nhyper):
+        hyper[k] = values[k]
+    _run_single(index, buffers, hyper, None, labels)
+
+
+def run_cached(str name, tuple buffers, tuple packed, tuple needed, int step_slot,
+               step, int first_slot, bint first_step, labels):
+    """The functional API's path for hyperparameters validated before.
+
+    `packed` is the kernel's scalars (``Algorithm.pack``), `step` and `first_step`
+    go to slots `step_slot` and `first_slot` (-1: none), and a state buffer whose
+    `needed` flag is false is passed as NULL.  Returns False, having written
+    nothing, if a needed state buffer is None (the caller then reports it).
+    """
+    cdef double hyper[FO_MAX_HYPER]
+    cdef Py_ssize_t k, nhyper = len(packed)
+    for k in range(2, len(buffers)):
+        if buffers[k] is None and k - 2 < len(needed) and needed[k - 2]:
+            return False
+    if nhyper > FO_MAX_HYPER:
+        raise ValueError("too many scalars")
+    for k in range(nhyper):
+        hyper[k] = packed[k]
+    if step_slot >= 0:
+        hyper[step_slot] = step
+    if first_slot >= 0:
+        hyper[first_slot] = 1.0 if first_step else 0.0
+    _run_single(kernel_index(name), buffers, hyper, needed, labels)
+    return True
+
+
+cdef int _run_single(int index, tuple buffers, double *hyper, tuple needed,
+                     labels) except -1:
+    cdef fo_task task
+    cdef _Span spans[FO_MAX_BUFS]
+    cdef Py_ssize_t s, nbuf, nspans = 0
+    cdef cnp.ndarray param, a
+    name = (<tuple>_LAYOUTS[index])[0]
+    nbuf = len(<tuple>(<tuple>_LAYOUTS[index])[1])
+    if len(buffers) != nbuf:
+        raise ValueError(f"kernel {name!r} takes {nbuf} buffers, got {len(buffers)}")
+    memset(&task, 0, sizeof(fo_task))
+    _check_buffer(buffers[0], 0, 0, buffers[0], True, labels)
+    param = <cnp.ndarray>buffers[0]
+    task.fn = fo_select(&fo_kernels[index], cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT64)
+    task.n = cnp.PyArray_SIZE(param)
+    for s in range(nbuf):
+        obj = buffers[s]
+        if s >= 2 and needed is not None and not needed[s - 2]:
+            continue  # a buffer the options do not use is not touched
+        if obj is None:
+            if s < 2:
+                raise TypeError(f"{_label(labels, 0, s)} must be a numpy.ndarray, got None")
+            continue
+        if s > 0:
+            _check_buffer(obj, 0, s, param, s != 1, labels)
+        a = <cnp.ndarray>obj
+        task.buf[s] = <char *>cnp.PyArray_DATA(a)
+        if task.n > 0:
+            spans[nspans].start = <uintptr_t>cnp.PyArray_DATA(a)
+            spans[nspans].end = spans[nspans].start + <uintptr_t>cnp.PyArray_NBYTES(a)
+            spans[nspans].writable = s != 1
+            spans[nspans].task = 0
+            spans[nspans].slot = s
+            nspans += 1
+    task.hyper = hyper
+    _check_overlap(spans, nspans, labels)
+    if task.n > 0:
+        with nogil:
+            fo_run_threads(&task, 1, 0)
+    return 0
+
+
 cdef int _span_cmp(const void *a, const void *b) noexcept nogil:
     cdef uintptr_t x = (<const _Span *>a).start, y = (<const _Span *>b).start
     return (x > y) - (x < y)
@@ -428,6 +513,31 @@ def hyper_snapshot(dict group, tuple names):
             out.append(len(value))
             out.extend(value)
     return out
+
+
+def hyper_key(str name, dict hyper):
+    """A hashable key for `name` with hyperparameters `hyper`: every value with its
+    exact type (and those of a tuple's items), so that equal keys mean values that
+    validate alike (``1 == True`` but their types differ).  None when a value is
+    neither a float, int, bool nor a tuple of them."""
+    cdef list key = [name]
+    for k, v in hyper.items():
+        t = type(v)
+        key.append(k)
+        key.append(t)
+        if t is tuple:
+            key.append(len(v))
+            for x in v:
+                tx = type(x)
+                if tx is not float and tx is not int and tx is not bool:
+                    return None
+                key.append(tx)
+                key.append(x)
+        elif t is float or t is int or t is bool:
+            key.append(v)
+        else:
+            return None
+    return tuple(key)
 
 
 def same_objects(list a, list b):

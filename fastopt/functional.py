@@ -31,9 +31,33 @@ def _check_step(step):
     return int(step)
 
 
+#: ``{hyperparameter key: (kernel, tracks step, packed scalars, needed flags, step slot,
+#: first-step slot, labels)}`` for hyperparameters that passed validation, so a call with the same values (same
+#: types too) skips validating and packing them again.  Bounded: cleared when full.
+_VALIDATED = {}
+
+
 def _apply(name, buffers, hyper, step=None, first_step=False):
+    key = _kernels.hyper_key(name, hyper)
+    cached = _VALIDATED.get(key) if key is not None else None
+    if cached is not None and type(first_step) is bool and (
+            not cached[1] or (type(step) is int and step >= 1)):
+        kernel, tracks_step, packed, needed, step_slot, first_slot, labels = cached
+        if _kernels.run_cached(kernel, buffers, packed, needed, step_slot, step or 0,
+                               first_slot, first_step, labels):
+            return
     algorithm = get_algorithm(name)
     algorithm.validate(hyper)
+    if key is not None:
+        if len(_VALIDATED) > 256:
+            _VALIDATED.clear()
+        names, scalars = algorithm.buffer_names, algorithm.kernel_scalars
+        _VALIDATED[key] = (algorithm.kernel, algorithm.tracks_step,
+                           tuple(algorithm.pack(hyper)),
+                           tuple(s.needed(hyper) for s in algorithm.state),
+                           scalars.index("step") if "step" in scalars else -1,
+                           scalars.index("first_step") if "first_step" in scalars else -1,
+                           lambda task, slot: names[slot])
     if algorithm.tracks_step:
         step = _check_step(step)
     if not isinstance(first_step, (bool, np.bool_)):
@@ -45,8 +69,8 @@ def _apply(name, buffers, hyper, step=None, first_step=False):
     buffers = tuple(b if s < 2 or algorithm.state[s - 2].needed(hyper) else None
                     for s, b in enumerate(buffers))
     scalars = algorithm.scalars(algorithm.pack(hyper), step or 0, first_step)
-    _kernels.run([(algorithm.kernel, buffers, scalars)],
-                 lambda task, slot: buffer_names[slot])
+    _kernels.run_one(algorithm.kernel, buffers, scalars,
+                     lambda task, slot: buffer_names[slot])
 
 
 def sgd(param, grad, momentum_buffer=None, *, lr, momentum, dampening, weight_decay,

@@ -251,6 +251,39 @@ def test_parameter_made_read_only_after_planned_steps_is_rejected():
         opt.step([np.ones(6)])
 
 
+def test_functional_cache_does_not_let_invalid_input_through():
+    p, g, m, v = np.ones(5), np.ones(5), np.zeros(5), np.zeros(5)
+    kw = dict(lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+              maximize=False, decoupled_weight_decay=False)
+    fastopt.functional.adam(p, g, m, v, None, step=1, **kw)
+    fastopt.functional.adam(p, g, m, v, None, step=2, **kw)   # from the cache
+    before = p.copy()
+    with pytest.raises(TypeError, match="amsgrad"):
+        fastopt.functional.adam(p, g, m, v, None, step=3, **dict(kw, amsgrad=0))
+    with pytest.raises(TypeError, match="beta"):
+        fastopt.functional.adam(p, g, m, v, None, step=3, **dict(kw, betas=(False, 0.999)))
+    with pytest.raises(ValueError, match="step"):
+        fastopt.functional.adam(p, g, m, v, None, step=0, **kw)
+    with pytest.raises(TypeError, match="exp_avg_sq"):
+        fastopt.functional.adam(p, g, m, None, None, step=3, **kw)
+    with pytest.raises(ValueError, match="same memory"):
+        fastopt.functional.adam(p, g, m, m, None, step=3, **kw)
+    assert p.tobytes() == before.tobytes()
+
+
+def test_functional_cache_gives_the_same_bits_as_a_fresh_call():
+    rng = np.random.default_rng(8)
+    p, grads = random_problem(rng, 50, np.float32, 4)
+    q = p.copy()
+    m, v, m2, v2 = (np.zeros_like(p) for _ in range(4))
+    kw = dict(lr=0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.1, amsgrad=False,
+              maximize=False, decoupled_weight_decay=True)
+    for step, g in enumerate(grads, start=1):
+        fastopt.functional.adam(p, g, m, v, None, step=step, **kw)
+        fastopt.reference.adam(q, g, m2, v2, None, step=step, **kw)
+    assert p.tobytes() == q.tobytes()
+
+
 # -- threads ---------------------------------------------------------------------------
 
 @pytest.fixture

@@ -13,6 +13,7 @@ array([-0.1,  0.1,  0. ])
 """
 from . import functional, reference
 from ._registry import ALGORITHMS, Algorithm, get_algorithm
+from ._buffers import arena
 from ._kernels import get_flush_denormal, get_num_threads, set_flush_denormal, set_num_threads
 from ._version import __version__
 from .optim import *  # noqa: F401,F403  (one class per registry row)
@@ -24,5 +25,5 @@ for _algorithm in ALGORITHMS.values():
 del _algorithm
 
 __all__ = ["ALGORITHMS", "Algorithm", "Optimizer", "get_algorithm", "functional",
-           "reference", "__version__", "set_num_threads", "get_num_threads",
+           "reference", "__version__", "arena", "set_num_threads", "get_num_threads",
            "set_flush_denormal", "get_flush_denormal"] + [a.cls_name for a in ALGORITHMS.values()]

@@ -5,7 +5,7 @@ of alignment and placement of state memory is made here and nowhere else.
 """
 import numpy as np
 
-__all__ = ["check_param", "new_state_buffer"]
+__all__ = ["check_param", "new_state_buffer", "new_state_run", "arena"]
 
 
 def check_param(param, label):
@@ -52,14 +52,89 @@ def new_state_buffer(param, fill, slot=0):
         Which state buffer of the parameter this is (0 for the first); buffers of one
         parameter get different placements.
     """
-    nbytes = param.size * param.dtype.itemsize
-    if nbytes < PLACED_MIN_BYTES:
-        buffer = np.empty(param.shape, dtype=param.dtype)
-    else:
-        raw = np.empty(nbytes + 2 * _PAGE, dtype=np.uint8)
-        target = (param.ctypes.data + (slot + 1) * _STAGGER) % _PAGE
-        offset = (target - raw.ctypes.data) % _PAGE
-        buffer = raw[offset:offset + nbytes].view(param.dtype).reshape(param.shape)
+    buffer = _allocate(param.size, param.dtype, param.ctypes.data, slot).reshape(param.shape)
     if fill is not None:
         buffer.fill(fill)
     return buffer
+
+
+def _allocate(size, dtype, anchor, slot):
+    """`size` elements of `dtype`, placed against address `anchor` (see above)."""
+    dtype = np.dtype(dtype)
+    nbytes = size * dtype.itemsize
+    if nbytes < PLACED_MIN_BYTES:
+        return np.empty(size, dtype=dtype)
+    raw = np.empty(nbytes + 2 * _PAGE, dtype=np.uint8)
+    target = (anchor + (slot + 1) * _STAGGER) % _PAGE
+    offset = (target - raw.ctypes.data) % _PAGE
+    return raw[offset:offset + nbytes].view(dtype)
+
+
+def new_state_run(params, fill, slot=0):
+    """State buffers for parameters that lie back to back in memory, as views of one
+    buffer laid out the same way, so that the step over all of them is one pass.
+
+    Parameters
+    ----------
+    params : list of ndarray
+        Parameters of one dtype, each starting where the previous one ends.
+    fill, slot
+        As for :func:`new_state_buffer`.
+
+    Returns
+    -------
+    list of ndarray
+        One buffer per parameter, shaped like it.
+    """
+    total = sum(p.size for p in params)
+    flat = _allocate(total, params[0].dtype, params[0].ctypes.data, slot)
+    if fill is not None:
+        flat.fill(fill)
+    views, start = [], 0
+    for p in params:
+        views.append(flat[start:start + p.size].reshape(p.shape))
+        start += p.size
+    return views
+
+
+def arena(shapes, dtype=np.float32):
+    """Parameters allocated as views of one contiguous buffer.
+
+    An optimizer over parameters that lie back to back (and gradients that do too)
+    allocates their state back to back as well, and its step then streams the whole
+    model in one pass, with no per-parameter overhead.
+
+    Parameters
+    ----------
+    shapes : list of tuple
+        The shape of each parameter.
+    dtype : float32 or float64
+
+    Returns
+    -------
+    flat : ndarray
+        The one buffer, zero-filled, 64-byte aligned.
+    views : list of ndarray
+        One C-contiguous view of `flat` per shape, in order, back to back.
+
+    Examples
+    --------
+    >>> flat, (w, b) = arena([(3, 2), (2,)])
+    >>> w.base is flat or w.base.base is flat
+    True
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    shapes = [tuple(int(d) for d in s) if isinstance(s, (tuple, list)) else (int(s),)
+              for s in shapes]
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    total = sum(sizes)
+    raw = np.zeros(total * dtype.itemsize + 64, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % 64
+    flat = raw[offset:offset + total * dtype.itemsize].view(dtype)
+    views, start = [], 0
+    for shape, size in zip(shapes, sizes):
+        views.append(flat[start:start + size].reshape(shape))
+        start += size
+    return flat, views

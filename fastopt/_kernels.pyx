@@ -9,7 +9,7 @@ cimport cython
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport malloc, free, qsort
-from libc.string cimport memset, memcpy
+from libc.string cimport memset, memcpy, memcmp
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.ref cimport PyObject
@@ -415,6 +415,11 @@ def set_num_threads(num_threads):
     fo_set_num_threads(_check_threads(num_threads, "num_threads"))
 
 
+def get_num_threads_setting():
+    """fastopt's own setting from :func:`set_num_threads` (0: follow OpenMP)."""
+    return fo_get_num_threads_setting()
+
+
 def get_num_threads():
     """How many threads a large step uses now (1 without OpenMP)."""
     return fo_default_threads()
@@ -566,6 +571,39 @@ cdef inline bint _same_layout(cnp.ndarray a, cnp.ndarray param, int typenum) noe
     return True
 
 
+cdef Py_ssize_t _coalesce(fo_task *tasks, const int *itemsizes, Py_ssize_t ntasks,
+                          int nbuf, int nhyper) noexcept:
+    """Merge each task into the previous one when all its buffers continue the
+    previous task's buffers in memory and its scalars are the same (parameters of an
+    arena), so that a model in one arena is one streaming pass; drop empty tasks.
+    Element-wise kernels give the same bits either way.  Returns the new count."""
+    cdef Py_ssize_t k, out = 0
+    cdef int s, itemsize
+    cdef bint joins
+    for k in range(ntasks):
+        if tasks[k].n == 0:
+            continue
+        joins = out > 0 and tasks[out - 1].fn == tasks[k].fn and memcmp(
+            tasks[out - 1].hyper, tasks[k].hyper, nhyper * sizeof(double)) == 0
+        if joins:
+            itemsize = itemsizes[k]   # same kernel function, so same dtype as out - 1
+            for s in range(nbuf):
+                if (tasks[out - 1].buf[s] == NULL) != (tasks[k].buf[s] == NULL):
+                    joins = False
+                    break
+                if tasks[k].buf[s] != NULL and \
+                        tasks[out - 1].buf[s] + tasks[out - 1].n * itemsize != tasks[k].buf[s]:
+                    joins = False
+                    break
+        if joins:
+            tasks[out - 1].n += tasks[k].n
+        else:
+            if out != k:
+                tasks[out] = tasks[k]
+            out += 1
+    return out
+
+
 cdef class Plan:
     """A prepared task table for one optimizer: one compiled call per step.
 
@@ -591,6 +629,7 @@ cdef class Plan:
     cdef int *typenum
     cdef bint *active_flag
     cdef Py_ssize_t *active_index
+    cdef int *active_itemsize
     cdef int64_t *steps
     cdef fo_task *table
     cdef fo_task *active
@@ -603,6 +642,7 @@ cdef class Plan:
         self.typenum = NULL
         self.active_flag = NULL
         self.active_index = NULL
+        self.active_itemsize = NULL
         self.steps = NULL
         self.table = NULL
         self.active = NULL
@@ -612,7 +652,7 @@ cdef class Plan:
 
     def __dealloc__(self):
         free(self.group_of); free(self.typenum); free(self.active_flag)
-        free(self.active_index); free(self.steps); free(self.table); free(self.active)
+        free(self.active_index); free(self.active_itemsize); free(self.steps); free(self.table); free(self.active)
         free(self.hyper); free(self.group_hyper); free(self.spans)
 
     def __init__(self, str kernel, list groups, dict state, tuple state_names, tuple needed,
@@ -652,6 +692,7 @@ cdef class Plan:
         self.typenum = <int *>malloc(max(n, 1) * sizeof(int))
         self.active_flag = <bint *>malloc(max(n, 1) * sizeof(bint))
         self.active_index = <Py_ssize_t *>malloc(max(n, 1) * sizeof(Py_ssize_t))
+        self.active_itemsize = <int *>malloc(max(n, 1) * sizeof(int))
         self.steps = <int64_t *>malloc(max(n, 1) * sizeof(int64_t))
         self.table = <fo_task *>malloc(max(n, 1) * sizeof(fo_task))
         self.active = <fo_task *>malloc(max(n, 1) * sizeof(fo_task))
@@ -659,7 +700,8 @@ cdef class Plan:
         self.group_hyper = <double *>malloc(max(self.ngroups, 1) * FO_MAX_HYPER * sizeof(double))
         self.spans = <_Span *>malloc(max(n, 1) * FO_MAX_BUFS * sizeof(_Span))
         if (self.group_of == NULL or self.typenum == NULL or self.active_flag == NULL
-                or self.active_index == NULL or self.steps == NULL or self.table == NULL
+                or self.active_index == NULL or self.active_itemsize == NULL
+                or self.steps == NULL or self.table == NULL
                 or self.active == NULL or self.hyper == NULL or self.group_hyper == NULL
                 or self.spans == NULL):
             raise MemoryError()
@@ -725,7 +767,7 @@ cdef class Plan:
         num_threads : int
             0 for the default.
         """
-        cdef Py_ssize_t i, j, g, s, k, nactive = 0, lo, hi, mid
+        cdef Py_ssize_t i, j, g, s, k, nactive = 0, lo, hi, mid, nrun
         cdef cnp.ndarray param, grad, a
         cdef PyObject *found
         cdef object lst, obj, entry_state, buffers
@@ -801,6 +843,7 @@ cdef class Plan:
             self.active[nactive].hyper = &self.hyper[nactive * FO_MAX_HYPER]
             self.active_flag[i] = True
             self.active_index[nactive] = i
+            self.active_itemsize[nactive] = 4 if typenum == cnp.NPY_FLOAT32 else 8
             nactive += 1
         # A gradient may not overlap a buffer written this step: the written spans are
         # sorted and disjoint, so a binary search finds the first candidate.
@@ -822,8 +865,9 @@ cdef class Plan:
                 if self.active_flag[self.spans[lo].task]:
                     return False
                 lo += 1
+        nrun = _coalesce(self.active, self.active_itemsize, nactive, self.nbuf, self.nhyper)
         with nogil:
-            fo_run_threads(self.active, nactive, num_threads)
+            fo_run_threads(self.active, nrun, num_threads)
         if self.tracks_step:
             for k in range(nactive):
                 entry_state = <object>PyDict_GetItem(state, self.keys[self.active_index[k]])

@@ -286,20 +286,19 @@ def functional_small(size=16, rounds=15, min_batch=MIN_BATCH_SECONDS):
     return results
 
 
-def power_of_two(dtypes, threads=1, rounds=5, use_torch=False, min_batch=MIN_BATCH_SECONDS,
-                 quiet=False):
+def power_of_two(dtypes, threads=1, rounds=5, min_batch=MIN_BATCH_SECONDS, quiet=False,
+                 algorithms=None):
     """Per-element rate of fastopt at 2**24 elements over its rate at 16,000,000."""
     results = []
     for dtype in dtypes:
-        for algorithm in ALGORITHMS.values():
+        for algorithm in algorithms or ALGORITHMS.values():
             _progress(f"2**24: {algorithm.name} {dtype} ...", quiet)
-            rates = {}
-            for size in (16_000_000, 1 << 24):
-                case = Case(algorithm, dtype, size, threads, use_torch=False)
-                calls = {"fastopt": case.calls["fastopt"]}
-                best = time_interleaved(calls, rounds, min_batch)["fastopt"][0]
-                rates[size] = size / best
-                del case
+            cases = {size: Case(algorithm, dtype, size, threads, use_torch=False)
+                     for size in (16_000_000, 1 << 24)}
+            timed = time_interleaved({size: c.calls["fastopt"] for size, c in cases.items()},
+                                     rounds, min_batch)
+            rates = {size: size / timed[size][0] for size in cases}
+            del cases
             results.append({"algorithm": algorithm.name, "dtype": dtype,
                             "rate_ratio": rates[1 << 24] / rates[16_000_000]})
     _progress("", quiet)
@@ -465,6 +464,17 @@ def main(argv=None) -> int:
             torch.set_num_threads(args.threads)
         except ImportError:
             use_torch = False
+    threads_before = _kernels.get_num_threads_setting()
+    _kernels.set_num_threads(args.threads)   # the functional calls of --extra too
+    try:
+        return _main(args, argv, use_torch)
+    finally:
+        _kernels.set_num_threads(threads_before or None)
+
+
+def _main(args, argv, use_torch):
+    algorithms = ([ALGORITHMS[a] for a in args.algorithms] if args.algorithms
+                  else list(ALGORITHMS.values()))
     report = {"environment": environment(use_torch), "command": "fastopt bench " + " ".join(argv or []),
               "byte_model": "itemsize * ((2 + S) reads + (1 + S) writes) per element, S = "
                             "state buffers used", "threads": args.threads}
@@ -480,7 +490,8 @@ def main(argv=None) -> int:
         report["many_small"] = many_small(args.threads, use_torch=use_torch, **kw)
         _progress("functional, 16 elements ...", args.quiet)
         report["functional_16"] = functional_small(**kw)
-        report["power_of_two"] = power_of_two(args.dtypes, args.threads, quiet=args.quiet, **kw)
+        report["power_of_two"] = power_of_two(args.dtypes, args.threads, quiet=args.quiet,
+                                              algorithms=algorithms, **kw)
         report["threads_scaling"] = thread_scaling(quiet=args.quiet, **kw)
         _progress("subnormals ...", args.quiet)
         report["subnormal"] = subnormal(**kw)

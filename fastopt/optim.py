@@ -16,10 +16,19 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _kernels, functional
-from ._buffers import check_param, new_state_buffer
+from ._buffers import check_param, new_state_buffer, new_state_run
 from ._registry import ALGORITHMS, Algorithm, get_algorithm
 
 __all__ = ["Optimizer"]
+
+
+def _place(out, run, fill, slot):
+    """New state buffers for a run of back-to-back parameters, into `out`."""
+    if len(run) > 1:
+        for (index, _), buffer in zip(run, new_state_run([p for _, p in run], fill, slot)):
+            out[index, slot] = buffer
+    elif run:
+        out[run[0][0], slot] = new_state_buffer(run[0][1], fill, slot=slot)
 
 
 def _param_list(params):
@@ -215,6 +224,7 @@ class Optimizer:
         tasks, task_index, pending = [], [], []
         index = 0
         for group, packed, needed in zip(self.param_groups, packed_groups, needed_groups):
+            new_buffers = self._new_state(group, index, grads, needed)
             for param in group["params"]:
                 grad = grads[index]
                 if grad is not None:
@@ -225,8 +235,7 @@ class Optimizer:
                     for slot, (spec, need) in enumerate(zip(algorithm.state, needed)):
                         buffer = state.get(spec.name) if need else None
                         if need and buffer is None:
-                            buffer = new_state_buffer(param, None if spec.fill is None
-                                                      else spec.fill(group), slot=slot)
+                            buffer = new_buffers[index, slot]
                             created[spec.name] = buffer
                             first_step = first_step or spec.fill is None
                         buffers.append(buffer)
@@ -254,6 +263,37 @@ class Optimizer:
             elif algorithm.tracks_step:
                 state["step"] = step
             state.update(created)
+
+    def _new_state(self, group, first, grads, needed):
+        """``{(parameter index, slot): new buffer}`` for the state this step creates.
+
+        Parameters that lie back to back in memory (an :func:`fastopt.arena`) get
+        their state back to back too, so that later steps stream them in one pass.
+        """
+        algorithm = self.algorithm
+        params = group["params"]
+        out = {}
+        for slot, (spec, need) in enumerate(zip(algorithm.state, needed)):
+            if not need:
+                continue
+            fill = None if spec.fill is None else spec.fill(group)
+            run, end = [], None
+            for j, param in enumerate(params):
+                index = first + j
+                missing = grads[index] is not None and \
+                    self.state.get(index, {}).get(spec.name) is None
+                if missing and param.size == 0:
+                    out[index, slot] = new_state_buffer(param, fill, slot=slot)
+                    continue  # takes no memory: does not break a run
+                start = param.ctypes.data if missing else None
+                if missing and run and start == end and param.dtype == run[-1][1].dtype:
+                    run.append((index, param))
+                else:
+                    _place(out, run, fill, slot)
+                    run = [(index, param)] if missing else []
+                end = None if start is None else start + param.nbytes
+            _place(out, run, fill, slot)
+        return out
 
     # -- state dict ----------------------------------------------------------------
 

@@ -284,6 +284,42 @@ def test_functional_cache_gives_the_same_bits_as_a_fresh_call():
     assert p.tobytes() == q.tobytes()
 
 
+@pytest.mark.parametrize("algorithm,hyper", algorithm_configs())
+def test_arena_parameters_step_like_separate_ones(algorithm, hyper):
+    shapes = [(7,), (0,), (3, 4), (), (33,)]
+    flat, views = fastopt.arena(shapes, np.float64)
+    grad_flat, grad_views = fastopt.arena(shapes, np.float64)
+    rng = np.random.default_rng(9)
+    separate = []
+    for view in views:
+        view[...] = rng.standard_normal(view.shape)
+        separate.append(view.copy())
+    a = algorithm.cls(views, **hyper)
+    b = algorithm.cls(separate, **hyper)
+    for _ in range(4):
+        grad_flat[:] = rng.standard_normal(grad_flat.size)
+        a.step(grad_views)
+        b.step([g.copy() for g in grad_views])
+        b._plan = None
+    assert_same_state(a, b)
+    for spec in algorithm.state:
+        if spec.name in a.state[0]:
+            first, last = a.state[0][spec.name], a.state[4][spec.name]
+            # state of back-to-back parameters is back to back too
+            assert last.ctypes.data - first.ctypes.data == (7 + 12 + 1) * 8
+
+
+def test_arena_views_are_back_to_back():
+    flat, (w, b, s) = fastopt.arena([(3, 2), (2,), ()], np.float32)
+    assert flat.dtype == np.float32 and flat.size == 9 and flat.ctypes.data % 64 == 0
+    assert w.shape == (3, 2) and b.shape == (2,) and s.shape == ()
+    assert b.ctypes.data == w.ctypes.data + 24 and s.ctypes.data == b.ctypes.data + 8
+    w[...] = 1
+    assert flat[:6].sum() == 6
+    with pytest.raises(TypeError):
+        fastopt.arena([(2,)], np.int32)
+
+
 # -- threads ---------------------------------------------------------------------------
 
 @pytest.fixture

@@ -432,6 +432,76 @@ def format_roofline(results):
     return "\n".join(lines)
 
 
+def format_markdown(report):
+    """The whole report as Markdown: environment, command, roofline, --extra."""
+    env = report["environment"]
+    lines = [f"Command: `python -m {report['command'].strip()}`",
+             "",
+             f"Machine: {env['cpu']}, {env['cpus']} CPUs; fastopt {env['fastopt']}, NumPy "
+             f"{env['numpy']}, torch {env.get('torch')}, Python {env['python']}; instruction "
+             f"set {env['isa']}; OpenMP {env['openmp']}; {report['threads']} thread(s).",
+             "", f"Byte model: {report['byte_model']}.", "",
+             "### Roofline", "", format_roofline(report["roofline"]), ""]
+    extra = format_extra(report)
+    if extra:
+        lines += [extra]
+    return "\n".join(lines) + "\n"
+
+
+def format_extra(report):
+    """The --extra results as Markdown sections."""
+    out = []
+    many = report.get("many_small")
+    if many:
+        i = many["impls"]
+        out += ["### Many small parameters (Adam, float32)", "",
+                f"| {many['count']} x {many['size']:,} (us) | 1 x {many['count'] * many['size']:,} "
+                "(us) | many / one | torch fused, many (us) | x torch |",
+                "|---:|---:|---:|---:|---:|",
+                f"| {i['fastopt_many']['us']:.1f} | {i['fastopt_one']['us']:.1f} "
+                f"| {many['many_over_one']:.2f} | {_fmt(i.get('torch_many', {}).get('us'), '.1f')} "
+                f"| {_fmt(many.get('speedup_vs_torch'), '.1f')} |", ""]
+    small = report.get("functional_16")
+    if small:
+        out += ["### Functional call on 16 float32 elements", "",
+                "| " + " | ".join(small) + " |", "|" + "---:|" * len(small),
+                "| " + " | ".join(f"{v['us']:.2f} us" for v in small.values()) + " |", ""]
+    p2 = report.get("power_of_two")
+    if p2:
+        out += ["### 2**24 elements: per-element rate over the rate at 16,000,000", "",
+                "| algorithm | dtype | rate ratio |", "|---|---|---:|"]
+        out += [f"| {r['algorithm']} | {r['dtype']} | {r['rate_ratio']:.2f} |" for r in p2]
+        out.append("")
+    threads = report.get("threads_scaling")
+    if threads:
+        keys = list(threads[0]["us"])
+        out += [f"### Threads, {threads[0]['size']:,} elements, {threads[0]['dtype']}", "",
+                "| algorithm | " + " | ".join(f"{k} us" for k in keys) + " | "
+                + " | ".join(f"speedup {k}" for k in keys[1:]) + " |",
+                "|---|" + "---:|" * (2 * len(keys) - 1)]
+        out += [f"| {r['algorithm']} | " + " | ".join(f"{r['us'][k]:.1f}" for k in keys) + " | "
+                + " | ".join(f"{r['speedup'][k]:.2f}" for k in keys[1:]) + " |" for r in threads]
+        out.append("")
+    sub = report.get("subnormal")
+    if sub:
+        out += [f"### Subnormal state, {sub[0]['size']:,} elements, {sub[0]['dtype']}", "",
+                "| algorithm | normal us | subnormal us | slowdown | with flush-to-zero: normal us "
+                "| subnormal us | slowdown |", "|---|---:|---:|---:|---:|---:|---:|"]
+        out += [f"| {r['algorithm']} | {r['us']['normal']:.1f} | {r['us']['subnormal']:.1f} "
+                f"| {r['slowdown']:.2f} | {r['us']['normal_ftz']:.1f} "
+                f"| {r['us']['subnormal_ftz']:.1f} | {r['slowdown_ftz']:.2f} |" for r in sub]
+        out.append("")
+    isa = report.get("isa")
+    if isa:
+        keys = list(isa[0]["us"])
+        out += [f"### Instruction sets, {isa[0]['size']:,} elements, {isa[0]['dtype']} (us)", "",
+                "| algorithm | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+        out += [f"| {r['algorithm']} | " + " | ".join(f"{r['us'][k]:.1f}" for k in keys) + " |"
+                for r in isa]
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="fastopt bench", description=__doc__.split("\n\n")[0],
@@ -453,6 +523,8 @@ def main(argv=None) -> int:
                              "16-element functional calls, 2**24 elements, threads, "
                              "subnormals, instruction sets)")
     parser.add_argument("--json", metavar="PATH", help="write all results as JSON here")
+    parser.add_argument("--markdown", metavar="PATH",
+                        help="write the tables as Markdown here (for BENCHMARKS.md)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     args = parser.parse_args(argv)
     algorithms = ([ALGORITHMS[a] for a in args.algorithms] if args.algorithms
@@ -498,12 +570,13 @@ def _main(args, argv, use_torch):
         _progress("instruction sets ...", args.quiet)
         report["isa"] = isa_comparison(**kw)
         _progress("", args.quiet)
-        print(json.dumps({k: report[k] for k in ("many_small", "functional_16", "power_of_two",
-                                                  "threads_scaling", "subnormal", "isa")},
-                         indent=1))
+        print(format_extra(report))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(format_markdown(report))
     return 0
 
 

@@ -770,13 +770,16 @@ cdef class Plan:
         cdef Py_ssize_t i, j, g, s, k, nactive = 0, lo, hi, mid, nrun
         cdef cnp.ndarray param, grad, a
         cdef PyObject *found
-        cdef object lst, obj, entry_state, buffers
+        cdef object lst, obj, entry_state, step_object = None
+        cdef list buffers, grad_list
+        cdef int64_t step_value = -1
         cdef uintptr_t gs, ge
         cdef int typenum
         if fo_isa_get() != self.isa or groups is not self.groups \
                 or len(groups) != self.ngroups or needed != self.needed \
                 or len(grads) != self.nparams or len(packed) != self.ngroups:
             return False
+        grad_list = grads if type(grads) is list else list(grads)
         i = 0
         for g in range(self.ngroups):
             lst = groups[g]["params"]
@@ -793,7 +796,7 @@ cdef class Plan:
                 self.group_hyper[g * FO_MAX_HYPER + k] = values[k]
         for i in range(self.nparams):
             self.active_flag[i] = False
-            obj = grads[i]
+            obj = <object>PyList_GET_ITEM(grad_list, i)
             if obj is None:
                 continue
             buffers = self.state_bufs[i]
@@ -851,7 +854,7 @@ cdef class Plan:
             if self.active[k].n == 0:
                 continue
             i = self.active_index[k]
-            grad = <cnp.ndarray>grads[i]
+            grad = <cnp.ndarray>PyList_GET_ITEM(grad_list, i)
             gs = <uintptr_t>cnp.PyArray_DATA(grad)
             ge = gs + <uintptr_t>cnp.PyArray_NBYTES(grad)
             lo, hi = 0, self.nspans
@@ -871,7 +874,10 @@ cdef class Plan:
         if self.tracks_step:
             for k in range(nactive):
                 entry_state = <object>PyDict_GetItem(state, self.keys[self.active_index[k]])
-                entry_state[self.step_key] = self.steps[k]
+                if self.steps[k] != step_value:   # parameters mostly share one step
+                    step_value = self.steps[k]
+                    step_object = step_value
+                PyDict_SetItem(entry_state, self.step_key, step_object)
         return True
 
 

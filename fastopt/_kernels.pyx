@@ -831,6 +831,8 @@ cdef class Plan:
                 return False
             if self.tracks_step:
                 found = PyDict_GetItem(entry_state, self.step_key)
+                if found != NULL and type(<object>found) is not int:
+                    return False  # the full path handles any other step value
                 self.steps[nactive] = (0 if found == NULL else <int64_t>(<object>found)) + 1
             else:
                 self.steps[nactive] = 0

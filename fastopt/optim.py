@@ -147,6 +147,7 @@ class Optimizer:
         self.algorithm.validate(group)
         group["params"] = params
         self.param_groups.append(group)
+        self._plan = None
 
     @property
     def params(self) -> list:
@@ -394,6 +395,7 @@ class Optimizer:
         self.param_groups[:] = new_groups
         self.state.clear()
         self.state.update(new_state)
+        self._plan = None  # release the old buffers now; the next step builds a new plan
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]

@@ -320,6 +320,21 @@ def test_arena_views_are_back_to_back():
         fastopt.arena([(2,)], np.int32)
 
 
+def test_step_counter_set_by_hand_is_honoured():
+    p, q = np.ones(4), np.ones(4)
+    g = np.full(4, 0.5)
+    a, b = fastopt.Adam([p], lr=0.1), fastopt.Adam([q], lr=0.1)
+    for opt in (a, b):
+        opt.step([g])
+        opt.step([g])
+    a.state[0]["step"] = 7
+    b.state[0]["step"] = 7.0   # not an int: the full path takes it as torch would
+    a.step([g])
+    b.step([g])
+    assert a.state[0]["step"] == 8 and b.state[0]["step"] == 8
+    assert p.tobytes() == q.tobytes()
+
+
 # -- threads ---------------------------------------------------------------------------
 
 @pytest.fixture

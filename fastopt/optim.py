@@ -216,7 +216,7 @@ class Optimizer:
             self._plan = _kernels.Plan(algorithm.kernel, self.param_groups, self.state,
                                        tuple(s.name for s in algorithm.state),
                                        needed_groups, algorithm.tracks_step)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, AttributeError, KeyError):
             self._plan = None  # the full path reports the problem at the next step
 
     def _full_step(self, grads, packed_groups, needed_groups, threads):

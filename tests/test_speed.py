@@ -390,6 +390,18 @@ def test_threadpoolctl_limits_fastopt():
         assert fastopt.get_num_threads() == 1
 
 
+@pytest.mark.skipif(not _kernels.openmp(), reason="built without OpenMP")
+def test_omp_num_threads_is_the_default():
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastopt.__file__)))
+    env = dict(os.environ, OMP_NUM_THREADS="3", PYTHONPATH=root)
+    out = subprocess.run([sys.executable, "-c", "import fastopt; print(fastopt.get_num_threads())"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "3"
+
+
 # -- instruction sets ------------------------------------------------------------------
 
 @pytest.fixture

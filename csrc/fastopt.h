@@ -83,6 +83,10 @@ int fo_openmp(void);
 void fo_set_num_threads(int nthreads);
 int fo_get_num_threads_setting(void);
 int fo_default_threads(void);
+/* Whether a step with the default thread count (nothing set by fastopt's setter, the
+ * optimizer or OMP_NUM_THREADS) uses only the CPUs the load average shows idle. */
+void fo_set_auto_threads(int on);
+int fo_get_auto_threads(void);
 
 /* Flush subnormals to zero (FTZ and DAZ) during each call, restored after it. */
 void fo_set_flush_denormal(int on);

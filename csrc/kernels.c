@@ -18,6 +18,7 @@
  * the chunking, so results are bitwise identical for every thread count.  A table
  * with fewer than fo_parallel_min elements in all runs on the calling thread.
  */
+#define _DEFAULT_SOURCE 1 /* getloadavg */
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -238,6 +239,10 @@ fo_kernel_fn fo_select(const fo_kernel_entry *entry, int is_f64)
 int64_t fo_parallel_min = FO_PARALLEL_MIN_DEFAULT;
 static int fo_threads_setting = 0;
 static int fo_flush_setting = 0;
+static int fo_auto_setting = 1;
+
+void fo_set_auto_threads(int on) { fo_auto_setting = on != 0; }
+int fo_get_auto_threads(void) { return fo_auto_setting; }
 
 int fo_openmp(void)
 {
@@ -311,15 +316,40 @@ static void fo_run_parallel(const fo_task *tasks, int64_t ntasks, const int64_t 
 }
 #endif
 
+/* With nothing set by the user (no fastopt setting, no OMP_NUM_THREADS), use only the
+ * CPUs the load average says are idle: an OpenMP team on a machine whose cores are
+ * busy waits at its barrier for a worker the scheduler has not run yet, and libgomp's
+ * spinning makes that wait milliseconds long (a step 10x slower than on one thread).
+ * The calling thread itself counts as one unit of load. */
+#ifdef _OPENMP
+static int fo_auto_threads(int nthreads)
+{
+#if defined(__linux__) || defined(__APPLE__)
+    static int explicit_env = -1;
+    if (explicit_env < 0) explicit_env = getenv("OMP_NUM_THREADS") != NULL;
+    if (fo_threads_setting > 0 || explicit_env || !fo_auto_setting) return nthreads;
+    double load;
+    if (getloadavg(&load, 1) == 1) {
+        double idle = (double)nthreads + 1.0 - load;
+        int usable = idle < 1.0 ? 1 : (int)(idle + 0.5);
+        if (usable < nthreads) nthreads = usable;
+    }
+#endif
+    return nthreads;
+}
+#endif
+
 void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads)
 {
     const int flush = fo_flush_setting;
-    if (nthreads <= 0) nthreads = fo_default_threads();
+    const int automatic = nthreads <= 0;
+    if (automatic) nthreads = fo_default_threads();
 #ifdef _OPENMP
     if (nthreads > 1) {
         int64_t total = 0;
         for (int64_t t = 0; t < ntasks; t++) total += tasks[t].n;
-        if (total >= fo_parallel_min) {
+        if (total >= fo_parallel_min && automatic) nthreads = fo_auto_threads(nthreads);
+        if (total >= fo_parallel_min && nthreads > 1) {
             int64_t stack_first[65];
             int64_t *first = ntasks < 65 ? stack_first
                                          : (int64_t *)malloc((ntasks + 1) * sizeof(int64_t));

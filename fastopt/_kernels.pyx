@@ -51,6 +51,8 @@ cdef extern from "fastopt.h" nogil:
     void fo_set_num_threads(int nthreads)
     int fo_get_num_threads_setting()
     int fo_default_threads()
+    void fo_set_auto_threads(int on)
+    int fo_get_auto_threads()
     void fo_set_flush_denormal(int on)
     int fo_get_flush_denormal()
     int fo_flush_supported()
@@ -423,6 +425,24 @@ def get_num_threads_setting():
 def get_num_threads():
     """How many threads a large step uses now (1 without OpenMP)."""
     return fo_default_threads()
+
+
+def set_load_aware_threads(bint on):
+    """Whether a step with the default thread count uses only idle CPUs (default on).
+
+    With no thread count set anywhere (neither :func:`set_num_threads`, an
+    optimizer's ``num_threads`` nor ``OMP_NUM_THREADS``), a large step uses at most
+    as many threads as the one-minute load average leaves CPUs idle, counting the
+    calling thread: on a machine whose cores are busy, an OpenMP team waits at its
+    barrier for workers the scheduler has not run, and a step can take ten times
+    longer than on one thread.  Results do not depend on it.
+    """
+    fo_set_auto_threads(on)
+
+
+def get_load_aware_threads():
+    """See :func:`set_load_aware_threads`."""
+    return bool(fo_get_auto_threads())
 
 
 def get_parallel_min():

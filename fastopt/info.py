@@ -26,6 +26,7 @@ def describe() -> dict:
         "threads": _kernels.get_num_threads(),
         "parallel_min_elements": _kernels.get_parallel_min(),
         "chunk_elements": _kernels.chunk_elements(),
+        "load_aware_threads": _kernels.get_load_aware_threads(),
         "flush_denormal": _kernels.get_flush_denormal(),
     }
 
@@ -41,7 +42,9 @@ def main(argv) -> int:
     if info["openmp"]:
         print(f"threads: OpenMP, {info['threads']} for steps of at least "
               f"{info['parallel_min_elements']:,} elements, in chunks of "
-              f"{info['chunk_elements']:,} (fastopt.set_num_threads, OMP_NUM_THREADS)")
+              f"{info['chunk_elements']:,} (fastopt.set_num_threads, OMP_NUM_THREADS)"
+              + ("; by default only CPUs the load average shows idle"
+                 if info["load_aware_threads"] else ""))
     else:
         print("threads: built without OpenMP, every step runs on the calling thread")
     print(f"flush subnormals to zero: {'on' if info['flush_denormal'] else 'off'}")

@@ -402,6 +402,24 @@ def test_omp_num_threads_is_the_default():
     assert out.stdout.strip() == "3"
 
 
+@pytest.mark.skipif(not _kernels.openmp(), reason="built without OpenMP")
+@pytest.mark.parametrize("load_aware", [True, False])
+def test_load_aware_default_threads_give_the_same_bits(load_aware, low_parallel_threshold):
+    before = _kernels.get_load_aware_threads()
+    try:
+        _kernels.set_load_aware_threads(load_aware)
+        assert _kernels.get_load_aware_threads() is load_aware
+        algorithm = fastopt.get_algorithm("adam")
+        chunk = _kernels.chunk_elements()
+        params, grads = twin_problem(algorithm, seed=5, sizes=(3 * chunk + 1, 9), steps=2)
+        twins = [p.copy() for p in params]
+        default = run_steps(algorithm, {}, params, grads)
+        one = run_steps(algorithm, {}, twins, grads, num_threads=1)
+        assert_same_state(default, one)
+    finally:
+        _kernels.set_load_aware_threads(before)
+
+
 # -- instruction sets ------------------------------------------------------------------
 
 @pytest.fixture

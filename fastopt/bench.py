@@ -307,7 +307,8 @@ def power_of_two(dtypes, threads=1, rounds=5, min_batch=MIN_BATCH_SECONDS, quiet
 
 def thread_scaling(size=1 << 20, dtype="float32", thread_counts=(1, 2), rounds=15,
                    min_batch=MIN_BATCH_SECONDS, quiet=False):
-    """fastopt's time per step with each thread count, interleaved, per algorithm."""
+    """fastopt's time per step with each thread count, and with the default (no count
+    set: OpenMP's, capped by the idle CPUs), interleaved, per algorithm."""
     results = []
     for algorithm in ALGORITHMS.values():
         _progress(f"threads: {algorithm.name} ...", quiet)
@@ -318,6 +319,16 @@ def thread_scaling(size=1 << 20, dtype="float32", thread_counts=(1, 2), rounds=1
                 case.optimizer.num_threads = n
                 case.optimizer.step([case.grad])
             calls[f"threads={n}"] = call
+
+        def default():
+            case.optimizer.num_threads = None
+            setting = _kernels.get_num_threads_setting()
+            _kernels.set_num_threads(None)   # the command line's --threads aside
+            try:
+                case.optimizer.step([case.grad])
+            finally:
+                _kernels.set_num_threads(setting or None)
+        calls["default"] = default
         timed = time_interleaved(calls, rounds, min_batch)
         base = timed[f"threads={thread_counts[0]}"][0]
         results.append({"algorithm": algorithm.name, "dtype": dtype, "size": size,

@@ -22,6 +22,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -73,6 +74,46 @@
         default: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 6); break; \
         }                                                                              \
     }
+
+/* Every kernel computes its step-dependent scalars (bias corrections) with pow() in
+ * its prologue, once per call.  That costs as much as the update of a few hundred
+ * elements, and a step over many small parameters makes one call per parameter with
+ * the same few (base, exponent) pairs.  Inside the kernels, pow therefore goes
+ * through a small per-thread cache: a hit returns the very value pow returned for the
+ * same arguments, so results do not change. */
+#define FO_POW_CACHE 8
+typedef struct { double x, y, result; } fo_pow_entry;
+typedef struct {
+    fo_pow_entry entry[FO_POW_CACHE];
+    unsigned next;
+    int used;
+} fo_pow_table;
+/* initial-exec: one thread-pointer-relative access instead of a __tls_get_addr call
+ * per access (libgomp itself uses this model; the table is 200 bytes). */
+#if defined(__GNUC__)
+static _Thread_local fo_pow_table fo_pow_cache __attribute__((tls_model("initial-exec")));
+#else
+static _Thread_local fo_pow_table fo_pow_cache;
+#endif
+
+static double fo_pow(double x, double y)
+{
+    fo_pow_table *table = &fo_pow_cache;
+    for (int k = 0; k < table->used; k++) {
+        /* compare bit patterns: -0.0 and 0.0, or two NaNs, are different inputs */
+        if (memcmp(&table->entry[k].x, &x, sizeof x) == 0 &&
+            memcmp(&table->entry[k].y, &y, sizeof y) == 0)
+            return table->entry[k].result;
+    }
+    const double result = pow(x, y);
+    fo_pow_entry *slot = &table->entry[table->next++ % FO_POW_CACHE];
+    slot->x = x;
+    slot->y = y;
+    slot->result = result;
+    if (table->used < FO_POW_CACHE) table->used++;
+    return result;
+}
+#define pow fo_pow
 
 /* The baseline instantiation: names end in _f32 / _f64. */
 #define T float
@@ -162,6 +203,8 @@ FO_STREAM_DEFINE
 #define FO_DISPATCH 0
 #define FO_ISA_FNS(name) {{name##_f32, name##_f64}, {NULL, NULL}, {NULL, NULL}}
 #endif
+
+#undef pow
 
 #define FO_ENTRY(name, buffers, hyper)                                                 \
     {#name, name##_f32, name##_f64, buffers, hyper, FO_ISA_FNS(name)}

@@ -8,7 +8,7 @@ runs the table with the GIL released, in one call for all parameters.
 cimport cython
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uintptr_t
-from libc.stdlib cimport malloc, free, qsort
+from libc.stdlib cimport malloc, calloc, free, qsort
 from libc.string cimport memset, memcpy, memcmp
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
@@ -650,6 +650,8 @@ cdef class Plan:
     cdef bint *active_flag
     cdef Py_ssize_t *active_index
     cdef int *active_itemsize
+    cdef uintptr_t *clear_start
+    cdef uintptr_t *clear_end
     cdef int64_t *steps
     cdef fo_task *table
     cdef fo_task *active
@@ -663,6 +665,8 @@ cdef class Plan:
         self.active_flag = NULL
         self.active_index = NULL
         self.active_itemsize = NULL
+        self.clear_start = NULL
+        self.clear_end = NULL
         self.steps = NULL
         self.table = NULL
         self.active = NULL
@@ -672,7 +676,8 @@ cdef class Plan:
 
     def __dealloc__(self):
         free(self.group_of); free(self.typenum); free(self.active_flag)
-        free(self.active_index); free(self.active_itemsize); free(self.steps); free(self.table); free(self.active)
+        free(self.active_index); free(self.active_itemsize); free(self.steps)
+        free(self.clear_start); free(self.clear_end); free(self.table); free(self.active)
         free(self.hyper); free(self.group_hyper); free(self.spans)
 
     def __init__(self, str kernel, list groups, dict state, tuple state_names, tuple needed,
@@ -713,6 +718,8 @@ cdef class Plan:
         self.active_flag = <bint *>malloc(max(n, 1) * sizeof(bint))
         self.active_index = <Py_ssize_t *>malloc(max(n, 1) * sizeof(Py_ssize_t))
         self.active_itemsize = <int *>malloc(max(n, 1) * sizeof(int))
+        self.clear_start = <uintptr_t *>calloc(max(n, 1), sizeof(uintptr_t))
+        self.clear_end = <uintptr_t *>calloc(max(n, 1), sizeof(uintptr_t))
         self.steps = <int64_t *>malloc(max(n, 1) * sizeof(int64_t))
         self.table = <fo_task *>malloc(max(n, 1) * sizeof(fo_task))
         self.active = <fo_task *>malloc(max(n, 1) * sizeof(fo_task))
@@ -721,6 +728,7 @@ cdef class Plan:
         self.spans = <_Span *>malloc(max(n, 1) * FO_MAX_BUFS * sizeof(_Span))
         if (self.group_of == NULL or self.typenum == NULL or self.active_flag == NULL
                 or self.active_index == NULL or self.active_itemsize == NULL
+                or self.clear_start == NULL or self.clear_end == NULL
                 or self.steps == NULL or self.table == NULL
                 or self.active == NULL or self.hyper == NULL or self.group_hyper == NULL
                 or self.spans == NULL):
@@ -788,6 +796,7 @@ cdef class Plan:
             0 for the default.
         """
         cdef Py_ssize_t i, j, g, s, k, nactive = 0, lo, hi, mid, nrun
+        cdef bint clear
         cdef cnp.ndarray param, grad, a
         cdef PyObject *found
         cdef object lst, obj, entry_state, step_object = None
@@ -871,7 +880,10 @@ cdef class Plan:
             self.active_itemsize[nactive] = 4 if typenum == cnp.NPY_FLOAT32 else 8
             nactive += 1
         # A gradient may not overlap a buffer written this step: the written spans are
-        # sorted and disjoint, so a binary search finds the first candidate.
+        # sorted and disjoint, so a binary search finds the first candidate.  A
+        # gradient at the same address and size as one that overlapped no span at
+        # all (the spans are fixed for the plan's life) needs no search: training
+        # loops usually reuse their gradient buffers.
         for k in range(nactive):
             if self.active[k].n == 0:
                 continue
@@ -879,6 +891,8 @@ cdef class Plan:
             grad = <cnp.ndarray>PyList_GET_ITEM(grad_list, i)
             gs = <uintptr_t>cnp.PyArray_DATA(grad)
             ge = gs + <uintptr_t>cnp.PyArray_NBYTES(grad)
+            if self.clear_start[i] == gs and self.clear_end[i] == ge:
+                continue
             lo, hi = 0, self.nspans
             while lo < hi:
                 mid = (lo + hi) // 2
@@ -886,10 +900,15 @@ cdef class Plan:
                     lo = mid + 1
                 else:
                     hi = mid
+            clear = True
             while lo < self.nspans and self.spans[lo].start < ge:
+                clear = False
                 if self.active_flag[self.spans[lo].task]:
                     return False
                 lo += 1
+            if clear:
+                self.clear_start[i] = gs
+                self.clear_end[i] = ge
         nrun = _coalesce(self.active, self.active_itemsize, nactive, self.nbuf, self.nhyper)
         with nogil:
             fo_run_threads(self.active, nrun, num_threads)

@@ -88,13 +88,9 @@ typedef struct {
     unsigned next;
     int used;
 } fo_pow_table;
-/* initial-exec: one thread-pointer-relative access instead of a __tls_get_addr call
- * per access (libgomp itself uses this model; the table is 200 bytes). */
-#if defined(__GNUC__)
-static _Thread_local fo_pow_table fo_pow_cache __attribute__((tls_model("initial-exec")));
-#else
+/* The default TLS model: initial-exec would save a call per access but can make a
+ * dlopen'ed module fail to load when the static TLS reserve is used up. */
 static _Thread_local fo_pow_table fo_pow_cache;
-#endif
 
 static double fo_pow(double x, double y)
 {

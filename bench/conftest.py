@@ -1,5 +1,0 @@
-"""Benchmarks need fastopt importable from the repository root (built in place)."""
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -212,6 +212,11 @@ class Optimizer:
                                           packed_groups, needed_groups, threads):
             return
         self._full_step(grads, packed_groups, needed_groups, threads)
+        if getattr(algorithm, "scalar_state", ()):
+            # Per-parameter scalars advanced in Python each step (kept in the state
+            # dict) are not in the plan's table: such algorithms take the full path.
+            self._plan = None
+            return
         try:
             self._plan = _kernels.Plan(algorithm.kernel, self.param_groups, self.state,
                                        tuple(s.name for s in algorithm.state),

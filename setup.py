@@ -10,11 +10,19 @@ Flags, and why:
 * Never ``-ffast-math``/``-Ofast`` (they drop NaN/inf semantics and can enable
   flush-to-zero for the whole process) and no ``-march=native`` by default: a shipped
   build must run on any x86-64 CPU.  ``FASTOPT_NATIVE=1`` opts in for a local build.
+* OpenMP (``-fopenmp``) when a test program with it compiles and links: the runner
+  then splits large steps over threads.  ``FASTOPT_NO_OPENMP=1`` builds without it.
+* Runtime instruction-set dispatch is in ``csrc/kernels.c`` (compiled for the baseline,
+  AVX2 and AVX-512 in one object); ``FASTOPT_NO_DISPATCH=1`` builds the baseline only.
 * Cython directives ``boundscheck=False, wraparound=False, initializedcheck=False,
   cdivision=True``; ``FASTOPT_DEBUG=1`` turns the checks back on and builds with
   ``-O0 -g``.
 """
 import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
 
 import numpy as np
 from Cython.Build import cythonize
@@ -33,6 +41,33 @@ compile_args += ["-O0", "-g"] if DEBUG else ["-O3"]
 if NATIVE:
     compile_args.append("-march=native")
 extra_link_args = []
+define_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+
+
+def _compiles_with(flag):
+    """Whether the C compiler builds and links a small OpenMP program with `flag`."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()
+    source = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "probe.c")
+        with open(path, "w") as f:
+            f.write(source)
+        try:
+            result = subprocess.run(compiler + [flag, path, "-o", os.path.join(tmp, "probe")],
+                                    capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return False
+    return result.returncode == 0
+
+
+OPENMP = not _flag("FASTOPT_NO_OPENMP") and _compiles_with("-fopenmp")
+if OPENMP:
+    compile_args.append("-fopenmp")
+    extra_link_args.append("-fopenmp")
+else:
+    print("fastopt: building without OpenMP (steps run on one thread)", file=sys.stderr)
+if _flag("FASTOPT_NO_DISPATCH"):
+    define_macros.append(("FO_NO_DISPATCH", "1"))
 sanitize = os.environ.get("FASTOPT_SANITIZE", "").strip()
 if sanitize:
     compile_args += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"]
@@ -52,7 +87,7 @@ extensions = [
         "fastopt._kernels",
         sources=["fastopt/_kernels.pyx", "csrc/kernels.c"],
         include_dirs=["csrc", np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=define_macros,
         extra_compile_args=compile_args,
         extra_link_args=extra_link_args,
         depends=["csrc/fastopt.h", "csrc/kernels_impl.h"]

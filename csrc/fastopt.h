@@ -50,15 +50,23 @@ typedef void (*fo_kernel_fn)(char *const *buf, int64_t begin, int64_t end,
 typedef void (*fo_reduce_fn)(char *const *buf, int64_t begin, int64_t end,
                              const double *hyper, double *sums);
 
+/* Instruction sets the kernels are compiled for (see kernels.c). */
+#define FO_ISA_BASELINE 0
+#define FO_ISA_AVX2 1
+#define FO_ISA_AVX512 2
+#define FO_NISA 3
+
 typedef struct {
     const char *name;       /* registry name of the update rule, e.g. "adam" */
-    fo_kernel_fn f32;       /* float32 kernel */
-    fo_kernel_fn f64;       /* float64 kernel */
+    fo_kernel_fn f32;       /* float32 kernel (baseline instruction set) */
+    fo_kernel_fn f64;       /* float64 kernel (baseline instruction set) */
     const char *buffers;    /* space-separated buffer names, in `buf` order */
     const char *hyper;      /* space-separated scalar names, in `hyper` order */
     fo_reduce_fn reduce_f32; /* two-pass kernels only (else NULL): the first pass */
     fo_reduce_fn reduce_f64;
     int nsums;              /* how many sums it makes: the last `nsums` scalar names */
+    fo_kernel_fn isa[FO_NISA][2];  /* [instruction set][0: float32, 1: float64]; NULL
+                                      where this build has no such variant */
 } fo_kernel_entry;
 
 /*
@@ -97,10 +105,47 @@ typedef struct {
 extern const fo_kernel_entry fo_kernels[];
 extern const int fo_nkernels;
 
-/* Run every task; called without the GIL. */
+/* Run every task; called without the GIL.  Uses the default number of threads. */
 void fo_run(const fo_task *tasks, int64_t ntasks);
 
 /* The first pass of every two-pass task (see above); fo_run calls it first. */
 void fo_reduce_tasks(const fo_task *tasks, int64_t ntasks);
+
+/* Run every task with `nthreads` threads (<= 0: the default).  Tasks are cut into
+ * chunks of FO_CHUNK elements at offsets independent of the thread count; a table
+ * with fewer than fo_parallel_min elements in all runs on the calling thread. */
+void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads);
+
+#define FO_CHUNK 32768
+#define FO_PARALLEL_MIN_DEFAULT 262144
+extern int64_t fo_parallel_min;
+
+/* The streaming kernel with an algorithm's memory shape (the benchmark's ceiling):
+ * buf = param, grad, then hyper[0] state buffers, each read and written once. */
+extern const fo_kernel_entry fo_stream_kernel;
+
+/* Instruction-set dispatch: the best set this CPU supports, the one in use, and a
+ * setter (-1: the best; returns -1 if `isa` is not available). */
+extern const char *const fo_isa_names[FO_NISA];
+int fo_isa_best(void);
+int fo_isa_get(void);
+int fo_isa_set(int isa);
+fo_kernel_fn fo_select(const fo_kernel_entry *entry, int is_f64);
+
+/* Threads: whether OpenMP is compiled in; fastopt's own setting (0: follow OpenMP's
+ * OMP_NUM_THREADS / omp_set_num_threads, which threadpoolctl uses); the default. */
+int fo_openmp(void);
+void fo_set_num_threads(int nthreads);
+int fo_get_num_threads_setting(void);
+int fo_default_threads(void);
+/* Whether a step with the default thread count (nothing set by fastopt's setter, the
+ * optimizer or OMP_NUM_THREADS) uses only the CPUs the load average shows idle. */
+void fo_set_auto_threads(int on);
+int fo_get_auto_threads(void);
+
+/* Flush subnormals to zero (FTZ and DAZ) during each call, restored after it. */
+void fo_set_flush_denormal(int on);
+int fo_get_flush_denormal(void);
+int fo_flush_supported(void);
 
 #endif

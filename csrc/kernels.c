@@ -1,45 +1,184 @@
 /*
  * The fastopt kernels: every algorithm of algos/ instantiated for float32 and
- * float64, the kernel table the Python layer reads, and the task runner.
+ * float64 and for each instruction set the dispatcher can pick, the kernel table the
+ * Python layer reads, the streaming "ceiling" kernels the benchmark compares against,
+ * and the task runner (threads, chunking, flush-to-zero).
+ *
+ * Instruction sets.  The shipped build has no -march: the kernels are compiled once
+ * for the x86-64 baseline and, where the compiler can target them, again for AVX2
+ * (x86-64-v3) and AVX-512 (x86-64-v4, 512-bit vectors).  fo_isa_best() picks the
+ * widest one the CPU and OS support, once; FASTOPT_ISA (read by the Python module) or
+ * fo_isa_set() can force a narrower one.  Kernels are compiled with
+ * -ffp-contract=off and do only correctly rounded IEEE operations (+ - * / sqrt), so
+ * every instruction set gives the same bits; the tests check that.
+ *
+ * Threads.  A task table is cut into chunks of FO_CHUNK elements, at offsets that do
+ * not depend on the number of threads, and the chunks are shared out statically.
+ * Since every kernel is element-wise, each element sees the same operations whatever
+ * the chunking, so results are bitwise identical for every thread count.  A table
+ * with fewer than fo_parallel_min elements in all runs on the calling thread.
  */
+#define _DEFAULT_SOURCE 1 /* getloadavg */
 #include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 
 #include "fastopt.h"
 
 #define FO_INLINE inline __attribute__((always_inline))
 #define FO_KERNEL
 
-#define T float
-#define SFX f32
-#define SQRT sqrtf
-#define FABS fabsf
-#define FO_EPS FLT_EPSILON
-#include "kernels_impl.h"
-#undef T
-#undef SFX
-#undef SQRT
-#undef FABS
-#undef FO_EPS
+/* Streaming kernels with an algorithm's memory shape: the parameter and `nstate`
+ * state buffers are read and written, the gradient is read, with one addition per
+ * buffer and element (the least arithmetic that still makes each write depend on
+ * the reads).  buf[0] = param, buf[1] = grad, buf[2..] = state; hyper[0] = nstate. */
+#define FO_STREAM_DEFINE                                                               \
+    static FO_INLINE void FN(fo_stream_body)(                                          \
+        T *restrict p, const T *restrict g, T *restrict s0, T *restrict s1,            \
+        T *restrict s2, T *restrict s3, T *restrict s4, T *restrict s5,               \
+        int64_t begin, int64_t end, const int K)                                      \
+    {                                                                                  \
+        for (int64_t i = begin; i < end; i++) {                                        \
+            T d = g[i];                                                                \
+            p[i] = p[i] + d;                                                           \
+            if (K > 0) s0[i] = s0[i] + d;                                              \
+            if (K > 1) s1[i] = s1[i] + d;                                              \
+            if (K > 2) s2[i] = s2[i] + d;                                              \
+            if (K > 3) s3[i] = s3[i] + d;                                              \
+            if (K > 4) s4[i] = s4[i] + d;                                              \
+            if (K > 5) s5[i] = s5[i] + d;                                              \
+        }                                                                              \
+    }                                                                                  \
+    FO_KERNEL void FN(fo_stream)(char *const *buf, int64_t begin, int64_t end,         \
+                                 const double *h)                                      \
+    {                                                                                  \
+        T *p = (T *)buf[0];                                                            \
+        const T *g = (const T *)buf[1];                                                \
+        T *s[6];                                                                       \
+        for (int k = 0; k < 6; k++) s[k] = (T *)buf[2 + k];                           \
+        switch ((int)h[0]) {                                                           \
+        case 0: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 0); break; \
+        case 1: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 1); break; \
+        case 2: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 2); break; \
+        case 3: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 3); break; \
+        case 4: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 4); break; \
+        case 5: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 5); break; \
+        default: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 6); break; \
+        }                                                                              \
+    }
 
-#define T double
-#define SFX f64
-#define SQRT sqrt
-#define FABS fabs
-#define FO_EPS DBL_EPSILON
-#include "kernels_impl.h"
-#undef T
-#undef SFX
-#undef SQRT
-#undef FABS
-#undef FO_EPS
+/* Every kernel computes its step-dependent scalars (bias corrections) with pow() in
+ * its prologue, once per call.  That costs as much as the update of a few hundred
+ * elements, and a step over many small parameters makes one call per parameter with
+ * the same few (base, exponent) pairs.  Inside the kernels, pow therefore goes
+ * through a small per-thread cache: a hit returns the very value pow returned for the
+ * same arguments, so results do not change. */
+#define FO_POW_CACHE 8
+typedef struct { double x, y, result; } fo_pow_entry;
+typedef struct {
+    fo_pow_entry entry[FO_POW_CACHE];
+    unsigned next;
+    int used;
+} fo_pow_table;
+/* The default TLS model: initial-exec would save a call per access but can make a
+ * dlopen'ed module fail to load when the static TLS reserve is used up. */
+static _Thread_local fo_pow_table fo_pow_cache;
 
-#define FO_ENTRY(name, buffers, hyper) {#name, name##_f32, name##_f64, buffers, hyper}
-/* A two-pass kernel: its reduction is name_sums_f32/f64, making `nsums` sums. */
-#define FO_ENTRY_SUMS(name, buffers, hyper, nsums)                                     \
-    {#name, name##_f32, name##_f64, buffers, hyper, name##_sums_f32, name##_sums_f64, nsums}
+static double fo_pow(double x, double y)
+{
+    fo_pow_table *table = &fo_pow_cache;
+    for (int k = 0; k < table->used; k++) {
+        /* compare bit patterns: -0.0 and 0.0, or two NaNs, are different inputs */
+        if (memcmp(&table->entry[k].x, &x, sizeof x) == 0 &&
+            memcmp(&table->entry[k].y, &y, sizeof y) == 0)
+            return table->entry[k].result;
+    }
+    const double result = pow(x, y);
+    fo_pow_entry *slot = &table->entry[table->next++ % FO_POW_CACHE];
+    slot->x = x;
+    slot->y = y;
+    slot->result = result;
+    if (table->used < FO_POW_CACHE) table->used++;
+    return result;
+}
+#define pow fo_pow
+
+/* The baseline instantiation: names end in _f32 / _f64. */
+#define FO_SFX_F32 f32
+#define FO_SFX_F64 f64
+#include "instantiate.h"
+#undef FO_SFX_F32
+#undef FO_SFX_F64
+
+/* The wider instruction sets: GCC and clang can compile a region of a file for a
+ * target the command line does not enable.  FASTOPT_NO_DISPATCH=1 at build time (or a
+ * compiler without this) leaves only the baseline. */
+#if !defined(FO_NO_DISPATCH) && (defined(__x86_64__) || defined(_M_X64)) &&            \
+    (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 8)) && !defined(__AVX512F__)
+#define FO_DISPATCH 1
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,bmi,bmi2,f16c,lzcnt,movbe,popcnt"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi,bmi2,f16c,lzcnt,movbe,popcnt")
+#endif
+#define FO_SFX_F32 f32_avx2
+#define FO_SFX_F64 f64_avx2
+#include "instantiate.h"
+#undef FO_SFX_F32
+#undef FO_SFX_F64
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512cd,avx2,fma,bmi,bmi2,f16c,lzcnt,movbe,popcnt,prefer-vector-width=512"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx512cd,avx2,fma,bmi,bmi2,f16c,lzcnt,movbe,popcnt,prefer-vector-width=512")
+#endif
+#define FO_SFX_F32 f32_avx512
+#define FO_SFX_F64 f64_avx512
+#include "instantiate.h"
+#undef FO_SFX_F32
+#undef FO_SFX_F64
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#define FO_ISA_FNS(name)                                                               \
+    {{name##_f32, name##_f64}, {name##_f32_avx2, name##_f64_avx2},                     \
+     {name##_f32_avx512, name##_f64_avx512}}
+#else
+#define FO_DISPATCH 0
+#define FO_ISA_FNS(name) {{name##_f32, name##_f64}, {NULL, NULL}, {NULL, NULL}}
+#endif
+
+#undef pow
+
+#define FO_ENTRY(NAME, BUFFERS, HYPER)                                                 \
+    {.name = #NAME, .f32 = NAME##_f32, .f64 = NAME##_f64, .buffers = BUFFERS,           \
+     .hyper = HYPER, .isa = FO_ISA_FNS(NAME)}
+/* A two-pass kernel: its first pass is NAME_sums_f32/f64 (baseline instruction set),
+ * making NSUMS sums. */
+#define FO_ENTRY_SUMS(NAME, BUFFERS, HYPER, NSUMS)                                     \
+    {.name = #NAME, .f32 = NAME##_f32, .f64 = NAME##_f64, .buffers = BUFFERS,           \
+     .hyper = HYPER, .reduce_f32 = NAME##_sums_f32, .reduce_f64 = NAME##_sums_f64,     \
+     .nsums = NSUMS, .isa = FO_ISA_FNS(NAME)}
 
 const fo_kernel_entry fo_kernels[] = {
     FO_ENTRY(sgd, "param grad momentum_buffer",
@@ -83,6 +222,166 @@ const fo_factored_entry fo_factored_kernels[] = {
 };
 const int fo_nfactored = (int)(sizeof(fo_factored_kernels) / sizeof(fo_factored_kernels[0]));
 
+const fo_kernel_entry fo_stream_kernel = {
+    .name = "stream", .f32 = fo_stream_f32, .f64 = fo_stream_f64,
+    .buffers = "param grad s0 s1 s2 s3 s4 s5", .hyper = "nstate", .isa = FO_ISA_FNS(fo_stream)};
+
+/* -- instruction-set dispatch ------------------------------------------------------ */
+
+const char *const fo_isa_names[FO_NISA] = {"baseline", "avx2", "avx512"};
+
+int fo_isa_best(void)
+{
+#if FO_DISPATCH
+    static int best = -1;
+    if (best < 0) {
+        __builtin_cpu_init();
+        /* __builtin_cpu_supports also checks that the OS saves the wide registers. */
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+            __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx2") &&
+            __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
+            best = FO_ISA_AVX512;
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                 __builtin_cpu_supports("bmi2"))
+            best = FO_ISA_AVX2;
+        else
+            best = FO_ISA_BASELINE;
+    }
+    return best;
+#else
+    return FO_ISA_BASELINE;
+#endif
+}
+
+static int fo_isa_current = -1;
+
+int fo_isa_get(void)
+{
+    if (fo_isa_current < 0) fo_isa_current = fo_isa_best();
+    return fo_isa_current;
+}
+
+int fo_isa_set(int isa)
+{
+    if (isa < 0) isa = fo_isa_best();
+    if (isa >= FO_NISA || isa > fo_isa_best()) return -1;
+    fo_isa_current = isa;
+    return isa;
+}
+
+fo_kernel_fn fo_select(const fo_kernel_entry *entry, int is_f64)
+{
+    fo_kernel_fn fn = entry->isa[fo_isa_get()][is_f64 ? 1 : 0];
+    if (fn == NULL) fn = is_f64 ? entry->f64 : entry->f32;
+    return fn;
+}
+
+/* -- threads ------------------------------------------------------------------------ */
+
+int64_t fo_parallel_min = FO_PARALLEL_MIN_DEFAULT;
+static int fo_threads_setting = 0;
+static int fo_flush_setting = 0;
+static int fo_auto_setting = 1;
+
+void fo_set_auto_threads(int on) { fo_auto_setting = on != 0; }
+int fo_get_auto_threads(void) { return fo_auto_setting; }
+
+int fo_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+void fo_set_num_threads(int nthreads) { fo_threads_setting = nthreads > 0 ? nthreads : 0; }
+int fo_get_num_threads_setting(void) { return fo_threads_setting; }
+
+int fo_default_threads(void)
+{
+#ifdef _OPENMP
+    /* omp_get_max_threads follows OMP_NUM_THREADS and omp_set_num_threads, which is
+     * what threadpoolctl calls to limit OpenMP libraries. */
+    return fo_threads_setting > 0 ? fo_threads_setting : omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+void fo_set_flush_denormal(int on) { fo_flush_setting = on != 0; }
+int fo_get_flush_denormal(void) { return fo_flush_setting; }
+
+/* Flush-to-zero and denormals-are-zero, set on the running thread for the length of
+ * one call and then restored: never left set for the process. */
+#if defined(__SSE2__)
+#define FO_FTZ_DAZ 0x8040u
+#define FO_FLUSH_BEGIN(on) unsigned int fo_saved_csr = _mm_getcsr(); \
+    if (on) _mm_setcsr(fo_saved_csr | FO_FTZ_DAZ)
+#define FO_FLUSH_END(on) if (on) _mm_setcsr(fo_saved_csr)
+int fo_flush_supported(void) { return 1; }
+#else
+#define FO_FLUSH_BEGIN(on) (void)(on)
+#define FO_FLUSH_END(on) (void)(on)
+int fo_flush_supported(void) { return 0; }
+#endif
+
+static void fo_run_serial(const fo_task *tasks, int64_t ntasks)
+{
+    for (int64_t t = 0; t < ntasks; t++) {
+        if (tasks[t].n > 0) tasks[t].fn(tasks[t].buf, 0, tasks[t].n, tasks[t].hyper);
+    }
+}
+
+#ifdef _OPENMP
+/* The chunks of all tasks, numbered in task order: `first[t]` is the number of the
+ * first chunk of task t, first[ntasks] the total. */
+static void fo_run_parallel(const fo_task *tasks, int64_t ntasks, const int64_t *first,
+                            int nthreads, int flush)
+{
+    const int64_t nchunks = first[ntasks];
+#pragma omp parallel num_threads(nthreads)
+    {
+        FO_FLUSH_BEGIN(flush);
+        int64_t t = 0;
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < nchunks; c++) {
+            while (first[t + 1] <= c) t++;      /* chunks come in increasing order */
+            while (first[t] > c) t--;
+            const int64_t begin = (c - first[t]) * FO_CHUNK;
+            int64_t end = begin + FO_CHUNK;
+            if (end > tasks[t].n) end = tasks[t].n;
+            tasks[t].fn(tasks[t].buf, begin, end, tasks[t].hyper);
+        }
+        FO_FLUSH_END(flush);
+    }
+}
+#endif
+
+/* With nothing set by the user (no fastopt setting, no OMP_NUM_THREADS), use only the
+ * CPUs the load average says are idle: an OpenMP team on a machine whose cores are
+ * busy waits at its barrier for a worker the scheduler has not run yet, and libgomp's
+ * spinning makes that wait milliseconds long (a step 10x slower than on one thread).
+ * The calling thread itself counts as one unit of load. */
+#ifdef _OPENMP
+static int fo_auto_threads(int nthreads)
+{
+#if defined(__linux__) || defined(__APPLE__)
+    static int explicit_env = -1;
+    if (explicit_env < 0) explicit_env = getenv("OMP_NUM_THREADS") != NULL;
+    if (fo_threads_setting > 0 || explicit_env || !fo_auto_setting) return nthreads;
+    double load;
+    if (getloadavg(&load, 1) == 1) {
+        double idle = (double)nthreads + 1.0 - load;
+        int usable = idle < 1.0 ? 1 : (int)(idle + 0.5);
+        if (usable < nthreads) nthreads = usable;
+    }
+#endif
+    return nthreads;
+}
+#endif
+
 void fo_reduce_tasks(const fo_task *tasks, int64_t ntasks)
 {
     for (int64_t t = 0; t < ntasks; t++) {
@@ -98,10 +397,42 @@ void fo_reduce_tasks(const fo_task *tasks, int64_t ntasks)
     }
 }
 
-void fo_run(const fo_task *tasks, int64_t ntasks)
+void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads)
 {
     fo_reduce_tasks(tasks, ntasks);
-    for (int64_t t = 0; t < ntasks; t++) {
-        if (tasks[t].n > 0) tasks[t].fn(tasks[t].buf, 0, tasks[t].n, tasks[t].hyper);
+    const int flush = fo_flush_setting;
+    const int automatic = nthreads <= 0;
+    if (automatic) nthreads = fo_default_threads();
+#ifdef _OPENMP
+    if (nthreads > 1) {
+        int64_t total = 0;
+        for (int64_t t = 0; t < ntasks; t++) total += tasks[t].n;
+        if (total >= fo_parallel_min && automatic) nthreads = fo_auto_threads(nthreads);
+        if (total >= fo_parallel_min && nthreads > 1) {
+            int64_t stack_first[65];
+            int64_t *first = ntasks < 65 ? stack_first
+                                         : (int64_t *)malloc((ntasks + 1) * sizeof(int64_t));
+            if (first != NULL) {
+                first[0] = 0;
+                for (int64_t t = 0; t < ntasks; t++)
+                    first[t + 1] = first[t] + (tasks[t].n + FO_CHUNK - 1) / FO_CHUNK;
+                int64_t useful = first[ntasks];
+                if (useful < nthreads) nthreads = (int)useful;
+                if (nthreads > 1) {
+                    fo_run_parallel(tasks, ntasks, first, nthreads, flush);
+                    if (first != stack_first) free(first);
+                    return;
+                }
+                if (first != stack_first) free(first);
+            }
+        }
+    }
+#endif
+    {
+        FO_FLUSH_BEGIN(flush);
+        fo_run_serial(tasks, ntasks);
+        FO_FLUSH_END(flush);
     }
 }
+
+void fo_run(const fo_task *tasks, int64_t ntasks) { fo_run_threads(tasks, ntasks, 0); }

@@ -8,8 +8,11 @@ runs the table with the GIL released, in one call for all parameters.
 cimport cython
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uintptr_t
-from libc.stdlib cimport malloc, free, qsort
-from libc.string cimport memset
+from libc.stdlib cimport malloc, calloc, free, qsort
+from libc.string cimport memset, memcpy, memcmp
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.ref cimport PyObject
 import numpy as np
 
 cnp.import_array()
@@ -21,6 +24,8 @@ cdef extern from "fastopt.h" nogil:
                                   const double *hyper) noexcept nogil
     ctypedef void (*fo_reduce_fn)(char *const *buf, int64_t begin, int64_t end,
                                   const double *hyper, double *sums) noexcept nogil
+    enum: FO_NISA
+    enum: FO_CHUNK
     ctypedef struct fo_kernel_entry:
         const char *name
         fo_kernel_fn f32
@@ -30,6 +35,7 @@ cdef extern from "fastopt.h" nogil:
         fo_reduce_fn reduce_f32
         fo_reduce_fn reduce_f64
         int nsums
+        fo_kernel_fn isa[FO_NISA][2]
     ctypedef struct fo_task:
         fo_kernel_fn fn
         char *buf[FO_MAX_BUFS]
@@ -51,6 +57,23 @@ cdef extern from "fastopt.h" nogil:
     const fo_factored_entry fo_factored_kernels[]
     const int fo_nfactored
     void fo_run(const fo_task *tasks, int64_t ntasks) noexcept nogil
+    void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads) noexcept nogil
+    int64_t fo_parallel_min
+    const fo_kernel_entry fo_stream_kernel
+    const char *const fo_isa_names[]
+    int fo_isa_best()
+    int fo_isa_get()
+    int fo_isa_set(int isa)
+    fo_kernel_fn fo_select(const fo_kernel_entry *entry, int is_f64)
+    int fo_openmp()
+    void fo_set_num_threads(int nthreads)
+    int fo_get_num_threads_setting()
+    int fo_default_threads()
+    void fo_set_auto_threads(int on)
+    int fo_get_auto_threads()
+    void fo_set_flush_denormal(int on)
+    int fo_get_flush_denormal()
+    int fo_flush_supported()
 
 
 cdef dict _INDEX = {}
@@ -68,6 +91,7 @@ KERNELS = {name: (buffers, hyper) for name, buffers, hyper in _LAYOUTS}
 #: kernels (the last names of its scalars; the runner fills them, see fastopt.h).
 REDUCED = {_LAYOUTS[_i][0]: _LAYOUTS[_i][2][len(_LAYOUTS[_i][2]) - fo_kernels[_i].nsums:]
            for _i in range(fo_nkernels) if fo_kernels[_i].nsums > 0}
+
 
 
 def kernel_index(str name):
@@ -135,7 +159,7 @@ cdef int _check_buffer(object obj, Py_ssize_t task, Py_ssize_t slot, cnp.ndarray
     return 0
 
 
-def run(list tasks, labels):
+def run(list tasks, labels, int num_threads=0):
     """Validate every buffer of every task, then run all tasks in one pass each.
 
     Parameters
@@ -153,6 +177,11 @@ def run(list tasks, labels):
     TypeError, ValueError
         Before anything is written, if any buffer has the wrong type, dtype, layout,
         shape or writeability, or if a written buffer overlaps any other buffer.
+
+    Other Parameters
+    ----------------
+    num_threads : int
+        Threads for a large step; 0 (default) uses :func:`get_num_threads`.
     """
     cdef Py_ssize_t ntasks = len(tasks), t, s, nbuf, nhyper, nspans = 0, k
     cdef Py_ssize_t maxspans = ntasks * FO_MAX_BUFS
@@ -187,7 +216,7 @@ def run(list tasks, labels):
                 raise ValueError(f"kernel {name!r} takes {nhyper} scalars, got {len(values)}")
             _check_buffer(buffers[0], t, 0, buffers[0], True, labels)
             param = <cnp.ndarray>buffers[0]
-            table[t].fn = entry.f32 if cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT32 else entry.f64
+            table[t].fn = fo_select(entry, cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT64)
             table[t].n = cnp.PyArray_SIZE(param)
             if entry.nsums > 0:
                 table[t].reduce = (entry.reduce_f32 if cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT32
@@ -217,11 +246,98 @@ def run(list tasks, labels):
             table[t].hyper = &hyper[t * FO_MAX_HYPER]
         _check_overlap(spans, nspans, labels)
         with nogil:
-            fo_run(table, ntasks)
+            fo_run_threads(table, ntasks, num_threads)
     finally:
         free(table)
         free(hyper)
         free(spans)
+
+
+def run_one(str name, tuple buffers, tuple values, labels):
+    """:func:`run` for a single task, without heap allocation (the functional API).
+
+    Same checks, same errors, same arguments as ``run([(name, buffers, values)],
+    labels)``.
+    """
+    cdef double hyper[FO_MAX_HYPER]
+    cdef Py_ssize_t k, nhyper
+    index = kernel_index(name)
+    nhyper = len(<tuple>(<tuple>_LAYOUTS[index])[2])
+    if len(values) != nhyper:
+        raise ValueError(f"kernel {name!r} takes {nhyper} scalars, got {len(values)}")
+    for k in range(nhyper):
+        hyper[k] = values[k]
+    _run_single(index, buffers, hyper, None, labels)
+
+
+def run_cached(str name, tuple buffers, tuple packed, tuple needed, int step_slot,
+               step, int first_slot, bint first_step, labels):
+    """The functional API's path for hyperparameters validated before.
+
+    `packed` is the kernel's scalars (``Algorithm.pack``), `step` and `first_step`
+    go to slots `step_slot` and `first_slot` (-1: none), and a state buffer whose
+    `needed` flag is false is passed as NULL.  Returns False, having written
+    nothing, if a needed state buffer is None (the caller then reports it).
+    """
+    cdef double hyper[FO_MAX_HYPER]
+    cdef Py_ssize_t k, nhyper = len(packed)
+    for k in range(2, len(buffers)):
+        if buffers[k] is None and k - 2 < len(needed) and needed[k - 2]:
+            return False
+    if nhyper > FO_MAX_HYPER:
+        raise ValueError("too many scalars")
+    for k in range(nhyper):
+        hyper[k] = packed[k]
+    if step_slot >= 0:
+        hyper[step_slot] = step
+    if first_slot >= 0:
+        hyper[first_slot] = 1.0 if first_step else 0.0
+    _run_single(kernel_index(name), buffers, hyper, needed, labels)
+    return True
+
+
+cdef int _run_single(int index, tuple buffers, double *hyper, tuple needed,
+                     labels) except -1:
+    cdef fo_task task
+    cdef _Span spans[FO_MAX_BUFS]
+    cdef Py_ssize_t s, nbuf, nspans = 0
+    cdef cnp.ndarray param, a
+    name = (<tuple>_LAYOUTS[index])[0]
+    nbuf = len(<tuple>(<tuple>_LAYOUTS[index])[1])
+    if len(buffers) != nbuf:
+        raise ValueError(f"kernel {name!r} takes {nbuf} buffers, got {len(buffers)}")
+    if fo_kernels[index].nsums > 0:
+        raise ValueError(f"kernel {name!r} has a first pass; use run()")
+    memset(&task, 0, sizeof(fo_task))
+    _check_buffer(buffers[0], 0, 0, buffers[0], True, labels)
+    param = <cnp.ndarray>buffers[0]
+    task.fn = fo_select(&fo_kernels[index], cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT64)
+    task.n = cnp.PyArray_SIZE(param)
+    for s in range(nbuf):
+        obj = buffers[s]
+        if s >= 2 and needed is not None and not needed[s - 2]:
+            continue  # a buffer the options do not use is not touched
+        if obj is None:
+            if s < 2:
+                raise TypeError(f"{_label(labels, 0, s)} must be a numpy.ndarray, got None")
+            continue
+        if s > 0:
+            _check_buffer(obj, 0, s, param, s != 1, labels)
+        a = <cnp.ndarray>obj
+        task.buf[s] = <char *>cnp.PyArray_DATA(a)
+        if task.n > 0:
+            spans[nspans].start = <uintptr_t>cnp.PyArray_DATA(a)
+            spans[nspans].end = spans[nspans].start + <uintptr_t>cnp.PyArray_NBYTES(a)
+            spans[nspans].writable = s != 1
+            spans[nspans].task = 0
+            spans[nspans].slot = s
+            nspans += 1
+    task.hyper = hyper
+    _check_overlap(spans, nspans, labels)
+    if task.n > 0:
+        with nogil:
+            fo_run_threads(&task, 1, 0)
+    return 0
 
 
 cdef int _span_cmp(const void *a, const void *b) noexcept nogil:
@@ -260,6 +376,583 @@ cdef int _raise_overlap(_Span a, _Span b, labels) except -1:
                          "step must be distinct")
     raise ValueError(f"{first} and {second} overlap in memory; a fused in-place update "
                      "over overlapping buffers depends on the order of the writes")
+
+
+# -- instruction sets, threads, subnormals -----------------------------------------
+
+#: Names of the instruction sets the kernels can be compiled for, narrowest first.
+ISA_NAMES = tuple(fo_isa_names[i].decode() for i in range(FO_NISA))
+
+
+def _isa_variants():
+    """The instruction sets this build has kernels for."""
+    cdef int i
+    return tuple([ISA_NAMES[i] for i in range(FO_NISA)
+                  if i == 0 or fo_stream_kernel.isa[i][0] != NULL])
+
+
+def isa_available():
+    """The instruction sets both this build and this CPU support, narrowest first."""
+    variants = _isa_variants()
+    return tuple(name for i, name in enumerate(ISA_NAMES)
+                 if name in variants and i <= fo_isa_best())
+
+
+def get_isa():
+    """The instruction set the kernels run with now (``"avx512"``, ``"avx2"`` or
+    ``"baseline"``)."""
+    return ISA_NAMES[fo_isa_get()]
+
+
+def set_isa(name=None):
+    """Run the kernels with instruction set `name` (None: the best available).
+
+    Every instruction set gives bitwise identical results; this exists for tests and
+    benchmarks.  The environment variable ``FASTOPT_ISA`` sets it at import.
+
+    Raises
+    ------
+    ValueError
+        If `name` is unknown or not available in this build on this CPU.
+    """
+    if name is None:
+        fo_isa_set(-1)
+        return get_isa()
+    if name not in isa_available():
+        raise ValueError(f"instruction set {name!r} is not available here; available: "
+                         f"{', '.join(isa_available())}")
+    fo_isa_set(ISA_NAMES.index(name))
+    return name
+
+
+def openmp():
+    """Whether this build has OpenMP (can split a step over threads)."""
+    return bool(fo_openmp())
+
+
+def _check_threads(value, name):
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int or None, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def set_num_threads(num_threads):
+    """Set how many threads a large step may use (None: follow OpenMP).
+
+    With None (the default) fastopt uses OpenMP's setting, which follows
+    ``OMP_NUM_THREADS`` and threadpoolctl's limits.  An optimizer's own
+    ``num_threads`` attribute overrides this.  Results do not depend on it.
+    """
+    fo_set_num_threads(_check_threads(num_threads, "num_threads"))
+
+
+def get_num_threads_setting():
+    """fastopt's own setting from :func:`set_num_threads` (0: follow OpenMP)."""
+    return fo_get_num_threads_setting()
+
+
+def get_num_threads():
+    """How many threads a large step uses now (1 without OpenMP)."""
+    return fo_default_threads()
+
+
+def set_load_aware_threads(bint on):
+    """Whether a step with the default thread count uses only idle CPUs (default on).
+
+    With no thread count set anywhere (neither :func:`set_num_threads`, an
+    optimizer's ``num_threads`` nor ``OMP_NUM_THREADS``), a large step uses at most
+    as many threads as the one-minute load average leaves CPUs idle, counting the
+    calling thread: on a machine whose cores are busy, an OpenMP team waits at its
+    barrier for workers the scheduler has not run, and a step can take ten times
+    longer than on one thread.  Results do not depend on it.
+    """
+    fo_set_auto_threads(on)
+
+
+def get_load_aware_threads():
+    """See :func:`set_load_aware_threads`."""
+    return bool(fo_get_auto_threads())
+
+
+def get_parallel_min():
+    """Fewest elements in one step (all parameters) for which threads are started."""
+    return fo_parallel_min
+
+
+def _set_parallel_min(int64_t elements):
+    """Set the threshold of :func:`get_parallel_min` (for measuring it)."""
+    global fo_parallel_min
+    if elements < 1:
+        raise ValueError("the threshold must be at least 1 element")
+    fo_parallel_min = elements
+
+
+def chunk_elements():
+    """Elements per chunk when a step is split over threads (independent of threads)."""
+    return FO_CHUNK
+
+
+def set_flush_denormal(bint on):
+    """Flush subnormal numbers to zero inside fastopt's kernels (off by default).
+
+    When on, each kernel call sets the CPU's flush-to-zero and denormals-are-zero
+    modes on every thread it runs on and restores the previous modes before it
+    returns; the rest of the process is never affected.  Results then differ from
+    torch and from the NumPy reference wherever a value is subnormal.  Returns
+    whether this CPU supports it.
+    """
+    if not fo_flush_supported():
+        return False
+    fo_set_flush_denormal(on)
+    return True
+
+
+def get_flush_denormal():
+    """Whether kernels flush subnormals to zero (see :func:`set_flush_denormal`)."""
+    return bool(fo_get_flush_denormal())
+
+
+def _stream(cnp.ndarray param, cnp.ndarray grad, list state, int num_threads=0):
+    """The benchmark's ceiling: one pass with an optimizer's memory shape.
+
+    Reads `param`, `grad` and every array of `state`, and writes `param` and `state`
+    (``x += grad``), through the same runner, threads and instruction set as the
+    kernels.  `state` holds at most 6 arrays.
+    """
+    cdef fo_task task
+    cdef Py_ssize_t k, nstate = len(state)
+    cdef double hyper[1]
+    if nstate > 6:
+        raise ValueError("at most 6 state buffers")
+    arrays = [param, grad] + state
+    for a in arrays:
+        if (not isinstance(a, np.ndarray) or a.dtype != param.dtype
+                or not a.flags.c_contiguous or a.size != param.size
+                or param.dtype not in (np.float32, np.float64)):
+            raise ValueError("buffers must be C-contiguous float32/float64 arrays of one "
+                             "dtype and size")
+    memset(&task, 0, sizeof(fo_task))
+    task.fn = fo_select(&fo_stream_kernel, cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT64)
+    for k in range(2 + nstate):
+        task.buf[k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>arrays[k])
+    task.n = cnp.PyArray_SIZE(param)
+    hyper[0] = nstate
+    task.hyper = hyper
+    with nogil:
+        fo_run_threads(&task, 1, num_threads)
+
+
+# -- hyperparameter snapshots ----------------------------------------------------------
+
+cdef object _MISSING = object()
+
+
+def hyper_snapshot(dict group, tuple names):
+    """The objects `group` holds under `names`, and the items of any list or tuple.
+
+    Two snapshots with :func:`same_objects` true mean the group still holds the very
+    same hyperparameter objects (an edit, even to a list in place, replaces one), so
+    its validation and packed scalars can be reused.
+    """
+    cdef list out = []
+    cdef PyObject *found
+    for name in names:
+        found = PyDict_GetItem(group, name)
+        if found == NULL:
+            out.append(_MISSING)
+            continue
+        value = <object>found
+        out.append(value)
+        if type(value) is tuple or type(value) is list:
+            out.append(len(value))
+            out.extend(value)
+    return out
+
+
+def hyper_key(str name, dict hyper):
+    """A hashable key for `name` with hyperparameters `hyper`: every value with its
+    exact type (and those of a tuple's items), so that equal keys mean values that
+    validate alike (``1 == True`` but their types differ).  None when a value is
+    neither a float, int, bool nor a tuple of them."""
+    cdef list key = [name]
+    for k, v in hyper.items():
+        t = type(v)
+        key.append(k)
+        key.append(t)
+        if t is tuple:
+            key.append(len(v))
+            for x in v:
+                tx = type(x)
+                if tx is not float and tx is not int and tx is not bool:
+                    return None
+                key.append(tx)
+                key.append(x)
+        elif t is float or t is int or t is bool:
+            key.append(v)
+        else:
+            return None
+    return tuple(key)
+
+
+def same_objects(list a, list b):
+    """Whether `a` and `b` hold the same objects (identity), item by item."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(a)
+    if n != PyList_GET_SIZE(b):
+        return False
+    for i in range(n):
+        if PyList_GET_ITEM(a, i) != PyList_GET_ITEM(b, i):
+            return False
+    return True
+
+
+# -- the cached step plan ------------------------------------------------------------
+
+cdef inline bint _same_layout(cnp.ndarray a, cnp.ndarray param, int typenum) noexcept:
+    """`a` has `typenum`, native order, C order, alignment and `param`'s shape."""
+    cdef int d, nd = cnp.PyArray_NDIM(a)
+    if cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISNOTSWAPPED(a) \
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a) \
+            or nd != cnp.PyArray_NDIM(param):
+        return False
+    for d in range(nd):
+        if cnp.PyArray_DIM(a, d) != cnp.PyArray_DIM(param, d):
+            return False
+    return True
+
+
+cdef Py_ssize_t _coalesce(fo_task *tasks, const int *itemsizes, Py_ssize_t ntasks,
+                          int nbuf, int nhyper) noexcept:
+    """Merge each task into the previous one when all its buffers continue the
+    previous task's buffers in memory and its scalars are the same (parameters of an
+    arena), so that a model in one arena is one streaming pass; drop empty tasks.
+    Element-wise kernels give the same bits either way.  Returns the new count."""
+    cdef Py_ssize_t k, out = 0
+    cdef int s, itemsize
+    cdef bint joins
+    for k in range(ntasks):
+        if tasks[k].n == 0:
+            continue
+        joins = out > 0 and tasks[out - 1].fn == tasks[k].fn and memcmp(
+            tasks[out - 1].hyper, tasks[k].hyper, nhyper * sizeof(double)) == 0
+        if joins:
+            itemsize = itemsizes[k]   # same kernel function, so same dtype as out - 1
+            for s in range(nbuf):
+                if (tasks[out - 1].buf[s] == NULL) != (tasks[k].buf[s] == NULL):
+                    joins = False
+                    break
+                if tasks[k].buf[s] != NULL and \
+                        tasks[out - 1].buf[s] + tasks[out - 1].n * itemsize != tasks[k].buf[s]:
+                    joins = False
+                    break
+        if joins:
+            tasks[out - 1].n += tasks[k].n
+        else:
+            if out != k:
+                tasks[out] = tasks[k]
+            out += 1
+    return out
+
+
+cdef class Plan:
+    """A prepared task table for one optimizer: one compiled call per step.
+
+    Built after a step that went through the full path, a plan holds the raw
+    pointers of every parameter and state buffer and has checked them once (layout,
+    no overlap).  :meth:`run` checks, per step, that the optimizer still has exactly
+    the same parameters, state dicts and buffers (identity and unchanged layout) and
+    that every gradient is valid and overlaps no buffer that is written; it then
+    fills in gradient pointers and scalars and runs the whole table in one call
+    without the GIL.  When anything differs it returns False without writing, and
+    the optimizer takes the full path, which raises the precise error or creates the
+    missing state, and builds a new plan.
+    """
+    cdef int isa
+    cdef int nbuf, nhyper, nstate, step_slot, first_slot
+    cdef bint tracks_step
+    cdef Py_ssize_t nparams, ngroups, nspans
+    cdef object groups
+    cdef list group_lists, group_sizes, params, keys, state_dicts, state_bufs
+    cdef tuple names, needed
+    cdef object step_key
+    cdef int *group_of
+    cdef int *typenum
+    cdef bint *active_flag
+    cdef Py_ssize_t *active_index
+    cdef int *active_itemsize
+    cdef uintptr_t *clear_start
+    cdef uintptr_t *clear_end
+    cdef int64_t *steps
+    cdef fo_task *table
+    cdef fo_task *active
+    cdef double *hyper
+    cdef double *group_hyper
+    cdef _Span *spans
+
+    def __cinit__(self):
+        self.group_of = NULL
+        self.typenum = NULL
+        self.active_flag = NULL
+        self.active_index = NULL
+        self.active_itemsize = NULL
+        self.clear_start = NULL
+        self.clear_end = NULL
+        self.steps = NULL
+        self.table = NULL
+        self.active = NULL
+        self.hyper = NULL
+        self.group_hyper = NULL
+        self.spans = NULL
+
+    def __dealloc__(self):
+        free(self.group_of); free(self.typenum); free(self.active_flag)
+        free(self.active_index); free(self.active_itemsize); free(self.steps)
+        free(self.clear_start); free(self.clear_end); free(self.table); free(self.active)
+        free(self.hyper); free(self.group_hyper); free(self.spans)
+
+    def __init__(self, str kernel, list groups, dict state, tuple state_names, tuple needed,
+                 bint tracks_step):
+        """Prepare `groups` (an optimizer's ``param_groups``) and `state`.
+
+        Raises
+        ------
+        ValueError, TypeError
+            If a parameter or state buffer cannot be used as it is; the optimizer
+            then keeps taking the full path, which reports the problem.
+        """
+        cdef Py_ssize_t i, s, g, n
+        cdef cnp.ndarray param, a
+        cdef const fo_kernel_entry *entry = &fo_kernels[_INDEX[kernel]]
+        layout = _LAYOUTS[_INDEX[kernel]]
+        self.isa = fo_isa_get()
+        self.nbuf = len(layout[1])
+        self.nhyper = len(layout[2])
+        self.nstate = self.nbuf - 2
+        self.step_slot = layout[2].index("step") if "step" in layout[2] else -1
+        self.first_slot = layout[2].index("first_step") if "first_step" in layout[2] else -1
+        self.tracks_step = tracks_step
+        self.names = tuple(sys_intern(n) for n in state_names)
+        self.step_key = sys_intern("step")
+        self.needed = needed
+        self.groups = groups
+        self.ngroups = len(groups)
+        self.group_lists = [group["params"] for group in groups]
+        self.group_sizes = [len(lst) for lst in self.group_lists]
+        self.params = [p for lst in self.group_lists for p in lst]
+        self.nparams = n = len(self.params)
+        self.keys = list(range(n))
+        self.state_dicts = []
+        self.state_bufs = []
+        self.group_of = <int *>malloc(max(n, 1) * sizeof(int))
+        self.typenum = <int *>malloc(max(n, 1) * sizeof(int))
+        self.active_flag = <bint *>malloc(max(n, 1) * sizeof(bint))
+        self.active_index = <Py_ssize_t *>malloc(max(n, 1) * sizeof(Py_ssize_t))
+        self.active_itemsize = <int *>malloc(max(n, 1) * sizeof(int))
+        self.clear_start = <uintptr_t *>calloc(max(n, 1), sizeof(uintptr_t))
+        self.clear_end = <uintptr_t *>calloc(max(n, 1), sizeof(uintptr_t))
+        self.steps = <int64_t *>malloc(max(n, 1) * sizeof(int64_t))
+        self.table = <fo_task *>malloc(max(n, 1) * sizeof(fo_task))
+        self.active = <fo_task *>malloc(max(n, 1) * sizeof(fo_task))
+        self.hyper = <double *>malloc(max(n, 1) * FO_MAX_HYPER * sizeof(double))
+        self.group_hyper = <double *>malloc(max(self.ngroups, 1) * FO_MAX_HYPER * sizeof(double))
+        self.spans = <_Span *>malloc(max(n, 1) * FO_MAX_BUFS * sizeof(_Span))
+        if (self.group_of == NULL or self.typenum == NULL or self.active_flag == NULL
+                or self.active_index == NULL or self.active_itemsize == NULL
+                or self.clear_start == NULL or self.clear_end == NULL
+                or self.steps == NULL or self.table == NULL
+                or self.active == NULL or self.hyper == NULL or self.group_hyper == NULL
+                or self.spans == NULL):
+            raise MemoryError()
+        memset(self.table, 0, max(n, 1) * sizeof(fo_task))
+        labels = lambda task, slot: f"buffer {slot} of parameter {task}"
+        i = 0
+        self.nspans = 0
+        for g in range(self.ngroups):
+            for _ in range(self.group_sizes[g]):
+                obj = self.params[i]
+                _check_buffer(obj, i, 0, obj, True, labels)
+                param = <cnp.ndarray>obj
+                self.group_of[i] = g
+                self.typenum[i] = cnp.PyArray_TYPE(param)
+                self.table[i].fn = fo_select(entry, self.typenum[i] == cnp.NPY_FLOAT64)
+                self.table[i].n = cnp.PyArray_SIZE(param)
+                self.table[i].buf[0] = <char *>cnp.PyArray_DATA(param)
+                entry_state = state.get(i)
+                buffers = None
+                if entry_state is not None:
+                    buffers = []
+                    for s in range(self.nstate):
+                        b = None
+                        if needed[g][s]:
+                            b = entry_state.get(self.names[s])
+                            if b is None:
+                                buffers = None  # created by the next full step
+                                break
+                            _check_buffer(b, i, s + 2, param, True, labels)
+                            self.table[i].buf[s + 2] = <char *>cnp.PyArray_DATA(<cnp.ndarray>b)
+                        buffers.append(b)
+                self.state_dicts.append(entry_state)
+                self.state_bufs.append(buffers)
+                if buffers is not None and self.table[i].n > 0:
+                    for s in range(self.nbuf):
+                        if s == 1 or self.table[i].buf[s] == NULL:
+                            continue
+                        a = <cnp.ndarray>(param if s == 0 else buffers[s - 2])
+                        self.spans[self.nspans].start = <uintptr_t>cnp.PyArray_DATA(a)
+                        self.spans[self.nspans].end = (self.spans[self.nspans].start
+                                                       + <uintptr_t>cnp.PyArray_NBYTES(a))
+                        self.spans[self.nspans].writable = True
+                        self.spans[self.nspans].task = i
+                        self.spans[self.nspans].slot = s
+                        self.nspans += 1
+                i += 1
+        _check_overlap(self.spans, self.nspans, labels)   # also sorts the spans
+
+    def run(self, list groups, dict state, grads, list packed, tuple needed,
+            int num_threads=0):
+        """Run one step if everything is as prepared; return whether it ran.
+
+        Parameters
+        ----------
+        groups, state
+            The optimizer's ``param_groups`` and ``state``.
+        grads : list or tuple
+            One gradient or None per parameter.
+        packed : list of list of float
+            Each group's kernel scalars (``Algorithm.pack``).
+        needed : tuple
+            Each group's tuple of "state buffer used" flags.
+        num_threads : int
+            0 for the default.
+        """
+        cdef Py_ssize_t i, j, g, s, k, nactive = 0, lo, hi, mid, nrun
+        cdef bint clear
+        cdef cnp.ndarray param, grad, a
+        cdef PyObject *found
+        cdef object lst, obj, entry_state, step_object = None
+        cdef list buffers, grad_list
+        cdef int64_t step_value = -1
+        cdef uintptr_t gs, ge
+        cdef int typenum
+        if fo_isa_get() != self.isa or groups is not self.groups \
+                or len(groups) != self.ngroups or needed != self.needed \
+                or len(grads) != self.nparams or len(packed) != self.ngroups:
+            return False
+        grad_list = grads if type(grads) is list else list(grads)
+        i = 0
+        for g in range(self.ngroups):
+            lst = groups[g]["params"]
+            if lst is not self.group_lists[g] or len(lst) != self.group_sizes[g]:
+                return False
+            for j in range(self.group_sizes[g]):
+                if (<object>PyList_GET_ITEM(lst, j)) is not self.params[i]:
+                    return False
+                i += 1
+            values = packed[g]
+            if len(values) != self.nhyper:
+                return False
+            for k in range(self.nhyper):
+                self.group_hyper[g * FO_MAX_HYPER + k] = values[k]
+        for i in range(self.nparams):
+            self.active_flag[i] = False
+            obj = <object>PyList_GET_ITEM(grad_list, i)
+            if obj is None:
+                continue
+            buffers = self.state_bufs[i]
+            if buffers is None:
+                return False
+            found = PyDict_GetItem(state, self.keys[i])
+            if found == NULL or (<object>found) is not self.state_dicts[i]:
+                return False
+            entry_state = <object>found
+            param = <cnp.ndarray>self.params[i]
+            typenum = self.typenum[i]
+            if <char *>cnp.PyArray_DATA(param) != self.table[i].buf[0] \
+                    or cnp.PyArray_SIZE(param) != self.table[i].n \
+                    or not cnp.PyArray_ISWRITEABLE(param) \
+                    or not _same_layout(param, param, typenum):
+                return False
+            for s in range(self.nstate):
+                b = buffers[s]
+                if b is None:
+                    continue
+                found = PyDict_GetItem(entry_state, self.names[s])
+                if found == NULL or (<object>found) is not b:
+                    return False
+                a = <cnp.ndarray>b
+                if <char *>cnp.PyArray_DATA(a) != self.table[i].buf[s + 2] \
+                        or not cnp.PyArray_ISWRITEABLE(a) or not _same_layout(a, param, typenum):
+                    return False
+            if not cnp.PyArray_Check(obj):
+                return False
+            grad = <cnp.ndarray>obj
+            if not _same_layout(grad, param, typenum):
+                return False
+            if self.tracks_step:
+                found = PyDict_GetItem(entry_state, self.step_key)
+                if found != NULL and type(<object>found) is not int:
+                    return False  # the full path handles any other step value
+                self.steps[nactive] = (0 if found == NULL else <int64_t>(<object>found)) + 1
+            else:
+                self.steps[nactive] = 0
+            self.active[nactive] = self.table[i]
+            self.active[nactive].buf[1] = <char *>cnp.PyArray_DATA(grad)
+            memcpy(&self.hyper[nactive * FO_MAX_HYPER],
+                   &self.group_hyper[self.group_of[i] * FO_MAX_HYPER],
+                   self.nhyper * sizeof(double))
+            if self.step_slot >= 0:
+                self.hyper[nactive * FO_MAX_HYPER + self.step_slot] = <double>self.steps[nactive]
+            if self.first_slot >= 0:
+                self.hyper[nactive * FO_MAX_HYPER + self.first_slot] = 0.0
+            self.active[nactive].hyper = &self.hyper[nactive * FO_MAX_HYPER]
+            self.active_flag[i] = True
+            self.active_index[nactive] = i
+            self.active_itemsize[nactive] = 4 if typenum == cnp.NPY_FLOAT32 else 8
+            nactive += 1
+        # A gradient may not overlap a buffer written this step: the written spans are
+        # sorted and disjoint, so a binary search finds the first candidate.  A
+        # gradient at the same address and size as one that overlapped no span at
+        # all (the spans are fixed for the plan's life) needs no search: training
+        # loops usually reuse their gradient buffers.
+        for k in range(nactive):
+            if self.active[k].n == 0:
+                continue
+            i = self.active_index[k]
+            grad = <cnp.ndarray>PyList_GET_ITEM(grad_list, i)
+            gs = <uintptr_t>cnp.PyArray_DATA(grad)
+            ge = gs + <uintptr_t>cnp.PyArray_NBYTES(grad)
+            if self.clear_start[i] == gs and self.clear_end[i] == ge:
+                continue
+            lo, hi = 0, self.nspans
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if self.spans[mid].end <= gs:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            clear = True
+            while lo < self.nspans and self.spans[lo].start < ge:
+                clear = False
+                if self.active_flag[self.spans[lo].task]:
+                    return False
+                lo += 1
+            if clear:
+                self.clear_start[i] = gs
+                self.clear_end[i] = ge
+        nrun = _coalesce(self.active, self.active_itemsize, nactive, self.nbuf, self.nhyper)
+        with nogil:
+            fo_run_threads(self.active, nrun, num_threads)
+        if self.tracks_step:
+            for k in range(nactive):
+                entry_state = <object>PyDict_GetItem(state, self.keys[self.active_index[k]])
+                if self.steps[k] != step_value:   # parameters mostly share one step
+                    step_value = self.steps[k]
+                    step_object = step_value
+                PyDict_SetItem(entry_state, self.step_key, step_object)
+        return True
 
 
 # -- factored kernels (Adafactor): whole-parameter steps with state not shaped like
@@ -369,3 +1062,9 @@ def _run_factored(list tasks, labels):
         dims[0], dims[1], dims[2] = shape
         with nogil:
             fn(bufs, dims[0], dims[1], dims[2], hyper)
+
+
+from sys import intern as sys_intern
+import os as _os
+if _os.environ.get("FASTOPT_ISA"):
+    set_isa(_os.environ["FASTOPT_ISA"].strip().lower())

@@ -44,11 +44,39 @@ def _check_real(name, value):
     return float(value)
 
 
+#: ``{hyperparameter key: (kernel, checks step, packed scalars, needed flags, step slot,
+#: first-step slot, labels)}`` for hyperparameters that passed validation, so a call
+#: with the same values (same types too) skips validating and packing them again.
+#: Only single-pass element-wise kernels without a loss scale or Python-advanced
+#: scalars take this path.  Bounded: cleared when full.
+_VALIDATED = {}
+
+
 def _apply(name, buffers, hyper, step=None, first_step=False, grad_scale=None,
            advanced=None):
+    key = (_kernels.hyper_key(name, hyper)
+           if grad_scale is None and advanced is None else None)
+    cached = _VALIDATED.get(key) if key is not None else None
+    if cached is not None and type(first_step) is bool and (
+            not cached[1] or (type(step) is int and step >= 1)):
+        kernel, checks_step, packed, needed, step_slot, first_slot, labels = cached
+        if _kernels.run_cached(kernel, buffers, packed, needed, step_slot, step or 0,
+                               first_slot, first_step, labels):
+            return
     algorithm = get_algorithm(name)
     algorithm.validate(hyper)
     grad_scale = check_grad_scale(grad_scale)
+    if key is not None and not (algorithm.scalar_state or algorithm.reduced
+                                or algorithm.kernel in _kernels.FACTORED):
+        if len(_VALIDATED) > 256:
+            _VALIDATED.clear()
+        names, scalars = algorithm.buffer_names, algorithm.kernel_scalars
+        _VALIDATED[key] = (algorithm.kernel, "step" in algorithm.per_param,
+                           algorithm.scalars(algorithm.pack(hyper)),
+                           tuple(s.needed(hyper) for s in algorithm.state),
+                           scalars.index("step") if "step" in scalars else -1,
+                           scalars.index("first_step") if "first_step" in scalars else -1,
+                           lambda task, slot: names[slot])
     if "step" in algorithm.per_param:
         step = _check_step(step)
     if not isinstance(first_step, (bool, np.bool_)):

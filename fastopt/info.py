@@ -19,6 +19,15 @@ def describe() -> dict:
         "kernels": {name: {"buffers": list(b), "scalars": list(h)}
                     for name, (b, h) in _kernels.KERNELS.items()},
         "algorithms": {a.name: a.cls_name for a in ALGORITHMS.values()},
+        "isa": _kernels.get_isa(),
+        "isa_available": list(_kernels.isa_available()),
+        "isa_compiled": list(_kernels._isa_variants()),
+        "openmp": _kernels.openmp(),
+        "threads": _kernels.get_num_threads(),
+        "parallel_min_elements": _kernels.get_parallel_min(),
+        "chunk_elements": _kernels.chunk_elements(),
+        "load_aware_threads": _kernels.get_load_aware_threads(),
+        "flush_denormal": _kernels.get_flush_denormal(),
     }
 
 
@@ -28,6 +37,17 @@ def main(argv) -> int:
     info = describe()
     print(f"fastopt {info['fastopt']} (numpy {info['numpy']}, Python {info['python']}, "
           f"{info['machine']})")
+    print(f"instruction set: {info['isa']} (this CPU can run: "
+          f"{', '.join(info['isa_available'])}; compiled: {', '.join(info['isa_compiled'])})")
+    if info["openmp"]:
+        print(f"threads: OpenMP, {info['threads']} for steps of at least "
+              f"{info['parallel_min_elements']:,} elements, in chunks of "
+              f"{info['chunk_elements']:,} (fastopt.set_num_threads, OMP_NUM_THREADS)"
+              + ("; by default only CPUs the load average shows idle"
+                 if info["load_aware_threads"] else ""))
+    else:
+        print("threads: built without OpenMP, every step runs on the calling thread")
+    print(f"flush subnormals to zero: {'on' if info['flush_denormal'] else 'off'}")
     print("algorithms:")
     for algorithm in ALGORITHMS.values():
         print(f"  {algorithm.name:<10} {algorithm.cls_name:<10} {algorithm.summary}")

@@ -16,10 +16,19 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _kernels, _ops, functional
-from ._buffers import check_param, new_state_buffer
+from ._buffers import check_param, new_state_buffer, new_state_run
 from ._registry import ALGORITHMS, Algorithm, check_grad_scale, get_algorithm
 
 __all__ = ["Optimizer"]
+
+
+def _place(out, run, fill, slot):
+    """New state buffers for a run of back-to-back parameters, into `out`."""
+    if len(run) > 1:
+        for (index, _), buffer in zip(run, new_state_run([p for _, p in run], fill, slot)):
+            out[index, slot] = buffer
+    elif run:
+        out[run[0][0], slot] = new_state_buffer(run[0][1], fill, slot=slot)
 
 
 def _param_list(params):
@@ -98,6 +107,9 @@ class Optimizer:
         self.param_groups: list[dict] = []
         self.state: dict[int, dict] = {}
         self._lock = threading.Lock()
+        self._plan = None
+        self._hyper_cache = []
+        self.num_threads = None
         for group in _param_list(params):
             self.add_param_group(group)
 
@@ -135,6 +147,7 @@ class Optimizer:
         self.algorithm.validate(group)
         group["params"] = params
         self.param_groups.append(group)
+        self._plan = None
 
     @property
     def params(self) -> list:
@@ -195,12 +208,57 @@ class Optimizer:
         if len(grads) != nparams:
             raise ValueError(f"step() expected {nparams} gradients (one per parameter, None "
                              f"to skip), got {len(grads)}")
+        packed_groups, needed_groups = [], []
+        cache = self._hyper_cache
+        names = algorithm.hyper_names
+        for g, group in enumerate(self.param_groups):
+            # Validating and packing a group costs more than a small step: reuse the
+            # result while the group holds the very same hyperparameter objects.
+            snapshot = _kernels.hyper_snapshot(group, names)
+            if g < len(cache) and cache[g][0] is group \
+                    and _kernels.same_objects(cache[g][1], snapshot):
+                packed, needed = cache[g][2], cache[g][3]
+            else:
+                algorithm.validate(group)
+                packed = algorithm.pack(group)
+                needed = tuple(s.needed(group) for s in algorithm.state)
+                del cache[g:]
+                cache.append((group, snapshot, packed, needed))
+            packed_groups.append(packed)
+            needed_groups.append(needed)
+        del cache[len(self.param_groups):]
+        needed_groups = tuple(needed_groups)
+        threads = _kernels._check_threads(self.num_threads, "num_threads")
+        if not _plannable(algorithm):
+            self._full_step(grads, packed_groups, needed_groups, threads, grad_scale)
+            return
+        # The common case: same parameters and state as the last step, so the
+        # prepared plan runs every parameter in one compiled call.
+        plan = self._plan
+        if plan is not None:
+            step_packed = packed_groups
+            if algorithm._scale_slot is not None:
+                step_packed = [list(p) for p in packed_groups]
+                for p in step_packed:
+                    p[algorithm._scale_slot] = 1.0 if grad_scale is None else grad_scale
+            if plan.run(self.param_groups, self.state, grads, step_packed, needed_groups,
+                        threads):
+                return
+        self._full_step(grads, packed_groups, needed_groups, threads, grad_scale)
+        try:
+            self._plan = _kernels.Plan(algorithm.kernel, self.param_groups, self.state,
+                                       tuple(s.name for s in algorithm.state),
+                                       needed_groups, algorithm.tracks_step)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            self._plan = None  # the full path reports the problem at the next step
+
+    def _full_step(self, grads, packed_groups, needed_groups, threads, grad_scale):
+        """A step that checks everything from scratch and creates missing state."""
+        algorithm = self.algorithm
         tasks, task_index, pending = [], [], []
         index = 0
-        for group in self.param_groups:
-            algorithm.validate(group)
-            packed = algorithm.pack(group)
-            needed = [s.needed(group) for s in algorithm.state]
+        for group, packed, needed in zip(self.param_groups, packed_groups, needed_groups):
+            new_buffers = self._new_state(group, index, grads, needed)
             for param in group["params"]:
                 grad = grads[index]
                 if grad is not None:
@@ -208,13 +266,11 @@ class Optimizer:
                     created = {}
                     buffers = [param, grad]
                     first_step = False
-                    for spec, need in zip(algorithm.state, needed):
-                        shape = spec.shape_for(param.shape) if need else None
-                        need = shape is not None
+                    for slot, (spec, need) in enumerate(zip(algorithm.state, needed)):
+                        need = need and spec.shape_for(param.shape) is not None
                         buffer = state.get(spec.name) if need else None
                         if need and buffer is None:
-                            buffer = new_state_buffer(param, None if spec.fill is None
-                                                      else spec.fill(group), shape)
+                            buffer = new_buffers[index, slot]
                             created[spec.name] = buffer
                             first_step = first_step or spec.fill is None
                         buffers.append(buffer)
@@ -238,7 +294,7 @@ class Optimizer:
                 return f"grads[{i}]"
             return f"state[{i}][{buffer_names[slot]!r}]"
 
-        _kernels.run(tasks, label)
+        _kernels.run(tasks, label, threads)
         for index, created, step in pending:
             state = self.state.get(index)
             if state is None:
@@ -247,8 +303,41 @@ class Optimizer:
                 state["step"] = step
             state.update(created)
 
-    # -- state dict ----------------------------------------------------------------
+    def _new_state(self, group, first, grads, needed):
+        """``{(parameter index, slot): new buffer}`` for the state this step creates.
 
+        Parameters that lie back to back in memory (an :func:`fastopt.arena`) get
+        their state back to back too, so that later steps stream them in one pass.
+        State not shaped like its parameter (Adafactor's factored rows and columns)
+        is allocated on its own.
+        """
+        algorithm = self.algorithm
+        params = group["params"]
+        out = {}
+        for slot, (spec, need) in enumerate(zip(algorithm.state, needed)):
+            if not need:
+                continue
+            fill = None if spec.fill is None else spec.fill(group)
+            run, end = [], None
+            for j, param in enumerate(params):
+                index = first + j
+                shape = spec.shape_for(param.shape)
+                missing = grads[index] is not None and shape is not None and \
+                    self.state.get(index, {}).get(spec.name) is None
+                if missing and (param.size == 0 or tuple(shape) != param.shape):
+                    out[index, slot] = new_state_buffer(param, fill, shape, slot=slot)
+                    continue  # takes no memory, or has its own shape: does not break a run
+                start = param.ctypes.data if missing else None
+                if missing and run and start == end and param.dtype == run[-1][1].dtype:
+                    run.append((index, param))
+                else:
+                    _place(out, run, fill, slot)
+                    run = [(index, param)] if missing else []
+                end = None if start is None else start + param.nbytes
+            _place(out, run, fill, slot)
+        return out
+
+    # -- state dict ----------------------------------------------------------------
     def state_dict(self) -> dict:
         """The optimizer's state in torch's layout.
 
@@ -330,7 +419,7 @@ class Optimizer:
                 loaded[spec.name] = _as_scalar(entry[spec.name],
                                                f"state[{saved_id!r}][{spec.name!r}]")
             param = params[i]
-            for spec in algorithm.state:
+            for slot, spec in enumerate(algorithm.state):
                 label = f"state[{saved_id!r}][{spec.name!r}]"
                 shape = spec.shape_for(param.shape)
                 if spec.name not in entry:
@@ -350,13 +439,14 @@ class Optimizer:
                     raise ValueError(f"{label} has shape {value.shape} but params[{i}] has "
                                      f"shape {param.shape}" + ("" if shape == param.shape else
                                                                f" (expected {shape})"))
-                buffer = new_state_buffer(param, None, shape)
+                buffer = new_state_buffer(param, None, shape, slot=slot)
                 np.copyto(buffer, value)
                 loaded[spec.name] = buffer
             new_state[i] = loaded
         self.param_groups[:] = new_groups
         self.state.clear()
         self.state.update(new_state)
+        self._plan = None  # release the old buffers now; the next step builds a new plan
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -366,6 +456,18 @@ class Optimizer:
                 lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _plannable(algorithm):
+    """Whether a cached :class:`fastopt._kernels.Plan` can run `algorithm`'s steps.
+
+    Plans hold element-wise tasks whose scalars change only through the step count;
+    per-parameter scalar state advanced in Python (NAdam, ASGD), two-pass kernels
+    (LAMB, LARS: per-parameter norms) and factored kernels (Adafactor) take the full
+    path every step.
+    """
+    return not (algorithm.scalar_state or algorithm.reduced
+                or algorithm.kernel in _kernels.FACTORED)
 
 
 def _as_step(value, label):

@@ -1,0 +1,605 @@
+"""``python -m fastopt bench``: the roofline benchmark.
+
+For every algorithm of the registry, dtype and size, four implementations of one
+optimizer step are timed side by side, interleaved round by round in one run:
+
+``fastopt``
+    the optimizer class's ``step`` (the public API, all checks included);
+``numpy``
+    the NumPy reference twin of :mod:`fastopt.reference` (NumPy with temporaries);
+``torch``
+    torch.optim's class with ``fused=True`` where torch has a fused CPU kernel for it,
+    else its default path (skipped when torch is not installed);
+``ceiling``
+    a streaming kernel compiled into fastopt, run through the same runner, with the
+    algorithm's memory shape: it reads the parameter, the gradient and every state
+    buffer the options use and writes the parameter and those state buffers, once
+    each, with one addition per element.
+
+Byte model: one step moves ``itemsize * (reads + writes)`` bytes per element, where
+reads = 2 + S (parameter, gradient, state) and writes = 1 + S, S being the number of
+state buffers the algorithm's options use (Adam: S = 2, 7 streams).  GB/s is that
+figure divided by the best time; "of ceiling" is the ceiling's time over fastopt's.
+
+The memory shape comes from the registry row (its state buffers and their ``needed``
+rules for the options benchmarked), so algorithms added later are benchmarked with no
+change here.  Times are the best of the rounds, each round timing a batch of calls
+long enough to read the clock reliably; only ratios within one run mean anything on a
+shared machine.
+
+Besides the roofline table, ``--extra`` measures: a step over 200 parameters of 1,000
+float32 elements against one step over a single 200,000-element buffer (and torch
+fused); the functional kernel on 16 elements; 2**24 elements against 16,000,000; one
+thread against two at 1,048,576; state full of subnormal numbers against normal ones;
+and each instruction set at 65,536 elements.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from . import _kernels
+from ._buffers import new_state_buffer
+from ._registry import ALGORITHMS
+
+DEFAULT_SIZES = (4096, 65536, 1048576, 16000000)
+DEFAULT_DTYPES = ("float32", "float64")
+IMPLEMENTATIONS = ("fastopt", "numpy", "torch", "ceiling")
+#: Shortest time one timed batch of calls should take, in seconds.
+MIN_BATCH_SECONDS = 2e-3
+
+
+# -- problems ----------------------------------------------------------------------
+
+def bench_hyper(algorithm):
+    """The hyperparameters an algorithm is benchmarked with: its defaults."""
+    return dict(algorithm.defaults)
+
+
+def memory_shape(algorithm, hyper, shape=(1024,)):
+    """``(reads, writes)`` streams per element for `algorithm` with options `hyper`,
+    for a parameter of `shape` (the benchmark's parameters are 1-D).
+
+    Two-pass (LAMB, LARS) and factored (Adafactor) kernels read some streams twice;
+    the model counts each stream once, so their fraction of the ceiling is an upper
+    bound on what one pass could reach."""
+    nstate = sum(1 for spec in algorithm.state
+                 if spec.needed(hyper) and spec.shape_for(shape) is not None)
+    return 2 + nstate, 1 + nstate
+
+
+def bytes_per_element(algorithm, hyper, dtype):
+    reads, writes = memory_shape(algorithm, hyper)
+    return np.dtype(dtype).itemsize * (reads + writes)
+
+
+def _functional_kwargs(algorithm, hyper, step):
+    kwargs = {h.name: hyper[h.name] for h in algorithm.hyper if h.kernel_names != ()}
+    if "step" in algorithm.per_param:
+        kwargs["step"] = step
+    if "first_step" in algorithm.per_param:
+        kwargs["first_step"] = False
+    if algorithm.advanced:  # scalars derived from scalar state (NAdam's mu_product, ...)
+        advanced, _ = algorithm.advance_scalars(hyper, step, None)
+        kwargs.update({name: advanced[name] for name in algorithm.advanced})
+    return kwargs
+
+
+def _torch_optimizer(algorithm, hyper, param, grad):
+    """torch's optimizer over tensors sharing `param`/`grad`, and "fused"/"default"."""
+    try:
+        import torch
+    except ImportError:
+        return None, None
+    cls = getattr(torch.optim, algorithm.torch or "", None)
+    if cls is None:
+        return None, None
+    tensor = torch.from_numpy(param)
+    tensor.grad = torch.from_numpy(grad)
+    accepted = inspect.signature(cls).parameters
+    kwargs = {k: v for k, v in hyper.items() if k in accepted}
+    if "fused" in accepted:
+        try:
+            return cls([tensor], fused=True, **kwargs), "fused"
+        except (RuntimeError, ValueError, TypeError):
+            pass
+    if "foreach" in accepted:
+        kwargs["foreach"] = False
+    return cls([tensor], **kwargs), "default"
+
+
+class Case:
+    """One algorithm, dtype and size, with every implementation ready to call."""
+
+    def __init__(self, algorithm, dtype, size, threads, use_torch=True, seed=0):
+        self.algorithm, self.dtype, self.size = algorithm, np.dtype(dtype), size
+        self.hyper = bench_hyper(algorithm)
+        rng = np.random.default_rng(seed)
+        self.param = rng.standard_normal(size, dtype=np.float64).astype(self.dtype)
+        self.grad = (rng.standard_normal(size, dtype=np.float64) * 1e-2).astype(self.dtype)
+        self.optimizer = algorithm.cls([self.param], **self.hyper)
+        self.optimizer.num_threads = threads
+        self.optimizer.step([self.grad])  # creates the state
+        state = self.optimizer.state[0]
+        self.state = [state.get(spec.name) if spec.needed(self.hyper) else None
+                      for spec in algorithm.state]
+        shaped = [b is not None and b.shape == self.param.shape for b in self.state]
+        self.ceiling_state = [new_state_buffer(self.param, 0.0, slot=slot)
+                              for slot, ok in enumerate(shaped) if ok]
+        self.threads = threads
+        self.torch_path = None
+        self.calls = {
+            "fastopt": self._fastopt,
+            "numpy": self._numpy,
+            "ceiling": self._ceiling,
+        }
+        if use_torch:
+            self.torch_optimizer, self.torch_path = _torch_optimizer(
+                algorithm, self.hyper, self.param, self.grad)
+            if self.torch_optimizer is not None:
+                self.torch_optimizer.step()
+                self.calls["torch"] = self.torch_optimizer.step
+        self.bytes_per_element = bytes_per_element(algorithm, self.hyper, self.dtype)
+
+    def _fastopt(self):
+        self.optimizer.step([self.grad])
+
+    def _numpy(self):
+        self.algorithm.reference(self.param, self.grad, *self.state,
+                                 **_functional_kwargs(self.algorithm, self.hyper, 10))
+
+    def _ceiling(self):
+        _kernels._stream(self.param, self.grad, self.ceiling_state, self.threads or 0)
+
+
+# -- timing ------------------------------------------------------------------------
+
+def _batch(call, target=MIN_BATCH_SECONDS):
+    """How many calls make one timed batch of at least `target` seconds."""
+    number = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(number):
+            call()
+        elapsed = time.perf_counter() - start
+        if elapsed >= target or number >= 1 << 20:
+            return number
+        number = max(number * 2, int(number * target / max(elapsed, 1e-9)) + 1)
+
+
+def time_interleaved(calls, rounds, min_batch=MIN_BATCH_SECONDS):
+    """Best and median seconds per call of each of `calls`, timed round-robin.
+
+    Every round times one batch of each call, in an order that rotates from round to
+    round, so slow phases of a shared machine hit every implementation alike.
+    """
+    names = list(calls)
+    numbers = {name: _batch(calls[name], min_batch) for name in names}
+    samples = {name: [] for name in names}
+    for r in range(rounds):
+        for k in range(len(names)):
+            name = names[(r + k) % len(names)]
+            call, number = calls[name], numbers[name]
+            start = time.perf_counter()
+            for _ in range(number):
+                call()
+            samples[name].append((time.perf_counter() - start) / number)
+    return {name: (min(s), float(np.median(s))) for name, s in samples.items()}
+
+
+def _rounds_for(size, rounds):
+    return rounds if rounds else (5 if size >= 4_000_000 else 15)
+
+
+def _progress(message, quiet):
+    if not quiet:
+        sys.stderr.write("\r\x1b[K" + message)
+        sys.stderr.flush()
+
+
+def run_case(case, rounds, min_batch=MIN_BATCH_SECONDS):
+    """Time every implementation of `case`; a result dict (see module docstring)."""
+    timed = time_interleaved(case.calls, rounds, min_batch)
+    nbytes = case.bytes_per_element * case.size
+    impls = {}
+    for name, (best, median) in timed.items():
+        impls[name] = {"us": best * 1e6, "us_median": median * 1e6,
+                       "gbps": nbytes / best / 1e9 if best > 0 else None}
+    fast = impls["fastopt"]["us"]
+    reads, writes = memory_shape(case.algorithm, case.hyper)
+    result = {
+        "algorithm": case.algorithm.name, "dtype": str(case.dtype), "size": case.size,
+        "threads": case.threads or _kernels.get_num_threads(),
+        "reads": reads, "writes": writes, "bytes_per_element": case.bytes_per_element,
+        "torch_path": case.torch_path, "impls": impls,
+        "fraction_of_ceiling": impls["ceiling"]["us"] / fast,
+        "speedup_vs_numpy": impls["numpy"]["us"] / fast,
+        "speedup_vs_torch": impls["torch"]["us"] / fast if "torch" in impls else None,
+    }
+    return result
+
+
+def roofline(algorithms, dtypes, sizes, threads=1, rounds=0, use_torch=True, quiet=False,
+             min_batch=MIN_BATCH_SECONDS):
+    """The roofline table: a list of result dicts, one per algorithm, dtype and size."""
+    results = []
+    cases = [(a, d, s) for s in sizes for d in dtypes for a in algorithms]
+    for index, (algorithm, dtype, size) in enumerate(cases, start=1):
+        _progress(f"[{index}/{len(cases)}] {algorithm.name} {dtype} {size:,} ...", quiet)
+        case = Case(algorithm, dtype, size, threads, use_torch)
+        results.append(run_case(case, _rounds_for(size, rounds), min_batch))
+        del case
+    _progress("", quiet)
+    return results
+
+
+# -- the other targets ---------------------------------------------------------------
+
+def many_small(threads=1, rounds=15, use_torch=True, count=200, size=1000,
+               min_batch=MIN_BATCH_SECONDS):
+    """Adam, float32: one step over `count` parameters of `size` elements, against
+    one step over a single buffer of ``count * size`` elements, and torch fused."""
+    algorithm = ALGORITHMS["adam"]
+    rng = np.random.default_rng(1)
+    params = [rng.standard_normal(size).astype(np.float32) for _ in range(count)]
+    grads = [(rng.standard_normal(size) * 1e-2).astype(np.float32) for _ in range(count)]
+    flat = np.concatenate(params)
+    flat_grad = np.concatenate(grads)
+    many = algorithm.cls(params)
+    one = algorithm.cls([flat])
+    many.num_threads = one.num_threads = threads
+    many.step(grads)
+    one.step([flat_grad])
+    calls = {"fastopt_many": lambda: many.step(grads), "fastopt_one": lambda: one.step([flat_grad])}
+    if use_torch:
+        try:
+            import torch
+            tensors = [torch.from_numpy(p.copy()) for p in params]
+            for t, g in zip(tensors, grads):
+                t.grad = torch.from_numpy(g)
+            torch_opt = torch.optim.Adam(tensors, fused=True)
+            torch_opt.step()
+            calls["torch_many"] = torch_opt.step
+        except ImportError:
+            pass
+    timed = time_interleaved(calls, rounds, min_batch)
+    out = {name: {"us": best * 1e6, "us_median": median * 1e6}
+           for name, (best, median) in timed.items()}
+    result = {"count": count, "size": size, "impls": out,
+              "many_over_one": out["fastopt_many"]["us"] / out["fastopt_one"]["us"]}
+    if "torch_many" in out:
+        result["speedup_vs_torch"] = out["torch_many"]["us"] / out["fastopt_many"]["us"]
+    return result
+
+
+def functional_small(size=16, rounds=15, min_batch=MIN_BATCH_SECONDS):
+    """Microseconds per call of each algorithm's functional kernel on `size` floats."""
+    results = {}
+    for algorithm in ALGORITHMS.values():
+        hyper = bench_hyper(algorithm)
+        param = np.ones(size, dtype=np.float32)
+        grad = np.full(size, 1e-3, dtype=np.float32)
+        state = [np.zeros(size, dtype=np.float32) if spec.needed(hyper) else None
+                 for spec in algorithm.state]
+        kwargs = _functional_kwargs(algorithm, hyper, 1)
+        fn = algorithm.functional
+        timed = time_interleaved({"f": lambda: fn(param, grad, *state, **kwargs)}, rounds,
+                                 min_batch)
+        results[algorithm.name] = {"us": timed["f"][0] * 1e6, "us_median": timed["f"][1] * 1e6}
+    return results
+
+
+def power_of_two(dtypes, threads=1, rounds=5, min_batch=MIN_BATCH_SECONDS, quiet=False,
+                 algorithms=None):
+    """Per-element rate of fastopt at 2**24 elements over its rate at 16,000,000."""
+    results = []
+    for dtype in dtypes:
+        for algorithm in algorithms or ALGORITHMS.values():
+            _progress(f"2**24: {algorithm.name} {dtype} ...", quiet)
+            cases = {size: Case(algorithm, dtype, size, threads, use_torch=False)
+                     for size in (16_000_000, 1 << 24)}
+            timed = time_interleaved({size: c.calls["fastopt"] for size, c in cases.items()},
+                                     rounds, min_batch)
+            rates = {size: size / timed[size][0] for size in cases}
+            del cases
+            results.append({"algorithm": algorithm.name, "dtype": dtype,
+                            "rate_ratio": rates[1 << 24] / rates[16_000_000]})
+    _progress("", quiet)
+    return results
+
+
+def thread_scaling(size=1 << 20, dtype="float32", thread_counts=(1, 2), rounds=15,
+                   min_batch=MIN_BATCH_SECONDS, quiet=False):
+    """fastopt's time per step with each thread count, and with the default (no count
+    set: OpenMP's, capped by the idle CPUs), interleaved, per algorithm."""
+    results = []
+    for algorithm in ALGORITHMS.values():
+        _progress(f"threads: {algorithm.name} ...", quiet)
+        case = Case(algorithm, dtype, size, 1, use_torch=False)
+        calls = {}
+        for n in thread_counts:
+            def call(n=n):
+                case.optimizer.num_threads = n
+                case.optimizer.step([case.grad])
+            calls[f"threads={n}"] = call
+
+        def default():
+            case.optimizer.num_threads = None
+            setting = _kernels.get_num_threads_setting()
+            _kernels.set_num_threads(None)   # the command line's --threads aside
+            try:
+                case.optimizer.step([case.grad])
+            finally:
+                _kernels.set_num_threads(setting or None)
+        calls["default"] = default
+        timed = time_interleaved(calls, rounds, min_batch)
+        base = timed[f"threads={thread_counts[0]}"][0]
+        results.append({"algorithm": algorithm.name, "dtype": dtype, "size": size,
+                        "us": {k: v[0] * 1e6 for k, v in timed.items()},
+                        "speedup": {k: base / v[0] for k, v in timed.items()}})
+    _progress("", quiet)
+    return results
+
+
+def subnormal(size=1 << 20, dtype="float32", rounds=15, min_batch=MIN_BATCH_SECONDS):
+    """Time per step over state and gradients full of subnormal numbers over normal ones,
+    with and without flush-to-zero, per algorithm."""
+    results = []
+    tiny = np.finfo(dtype).smallest_normal
+    flush_before = _kernels.get_flush_denormal()
+    try:
+        for algorithm in ALGORITHMS.values():
+            hyper = bench_hyper(algorithm)
+            timings = {}
+            for label, scale in (("normal", 1.0), ("subnormal", float(tiny) / 8)):
+                param = np.full(size, 0.5 * scale if scale < 1 else 0.5, dtype=dtype)
+                grad = np.full(size, scale, dtype=dtype)
+                state = [np.full(size, scale, dtype=dtype) if spec.needed(hyper) else None
+                         for spec in algorithm.state]
+                kwargs = _functional_kwargs(algorithm, hyper, 10)
+                fn = algorithm.functional
+                for flush in (False, True):
+                    def call():
+                        fn(param, grad, *state, **kwargs)
+                    _kernels.set_flush_denormal(flush)
+                    best = time_interleaved({"f": call}, rounds, min_batch)["f"][0]
+                    timings[f"{label}{'_ftz' if flush else ''}"] = best * 1e6
+                    _kernels.set_flush_denormal(False)
+            results.append({"algorithm": algorithm.name, "dtype": dtype, "size": size,
+                            "us": timings,
+                            "slowdown": timings["subnormal"] / timings["normal"],
+                            "slowdown_ftz": timings["subnormal_ftz"] / timings["normal_ftz"]})
+    finally:
+        _kernels.set_flush_denormal(flush_before)
+    return results
+
+
+def isa_comparison(size=65536, dtype="float32", rounds=15, min_batch=MIN_BATCH_SECONDS):
+    """fastopt's time per step at `size` elements with each available instruction set."""
+    before = _kernels.get_isa()
+    results = []
+    try:
+        for algorithm in ALGORITHMS.values():
+            case = Case(algorithm, dtype, size, 1, use_torch=False)
+            calls = {}
+            for isa in _kernels.isa_available():
+                def call(isa=isa):
+                    _kernels.set_isa(isa)
+                    case.optimizer.step([case.grad])
+                calls[isa] = call
+            timed = time_interleaved(calls, rounds, min_batch)
+            results.append({"algorithm": algorithm.name, "dtype": dtype, "size": size,
+                            "us": {k: v[0] * 1e6 for k, v in timed.items()}})
+    finally:
+        _kernels.set_isa(before)
+    return results
+
+
+# -- output --------------------------------------------------------------------------
+
+def environment(use_torch=True):
+    from .info import describe
+    info = describe()
+    info["torch"] = None
+    if use_torch:
+        try:
+            import torch
+            info["torch"] = torch.__version__
+            info["torch_threads"] = torch.get_num_threads()
+        except ImportError:
+            pass
+    info["cpu"] = _cpu_name()
+    info["cpus"] = os.cpu_count()
+    return info
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _fmt(x, spec):
+    return "-" if x is None else format(x, spec)
+
+
+def format_roofline(results):
+    """The roofline results as a Markdown table."""
+    lines = ["| algorithm | dtype | size | B/elem | fastopt us | GB/s | ceiling us | of ceiling "
+             "| numpy us | x numpy | torch us | torch path | x torch |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for r in results:
+        i = r["impls"]
+        torch_us = i["torch"]["us"] if "torch" in i else None
+        lines.append(
+            f"| {r['algorithm']} | {r['dtype']} | {r['size']:,} | {r['bytes_per_element']} "
+            f"| {i['fastopt']['us']:.1f} | {i['fastopt']['gbps']:.1f} "
+            f"| {i['ceiling']['us']:.1f} | {r['fraction_of_ceiling']:.2f} "
+            f"| {i['numpy']['us']:.1f} | {r['speedup_vs_numpy']:.1f} "
+            f"| {_fmt(torch_us, '.1f')} | {r['torch_path'] or '-'} "
+            f"| {_fmt(r['speedup_vs_torch'], '.2f')} |")
+    return "\n".join(lines)
+
+
+def format_markdown(report):
+    """The whole report as Markdown: environment, command, roofline, --extra."""
+    env = report["environment"]
+    lines = [f"Command: `python -m {report['command'].strip()}`",
+             "",
+             f"Machine: {env['cpu']}, {env['cpus']} CPUs; fastopt {env['fastopt']}, NumPy "
+             f"{env['numpy']}, torch {env.get('torch')}, Python {env['python']}; instruction "
+             f"set {env['isa']}; OpenMP {env['openmp']}; {report['threads']} thread(s).",
+             "", f"Byte model: {report['byte_model']}.", "",
+             "### Roofline", "", format_roofline(report["roofline"]), ""]
+    extra = format_extra(report)
+    if extra:
+        lines += [extra]
+    return "\n".join(lines) + "\n"
+
+
+def format_extra(report):
+    """The --extra results as Markdown sections."""
+    out = []
+    many = report.get("many_small")
+    if many:
+        i = many["impls"]
+        out += ["### Many small parameters (Adam, float32)", "",
+                f"| {many['count']} x {many['size']:,} (us) | 1 x {many['count'] * many['size']:,} "
+                "(us) | many / one | torch fused, many (us) | x torch |",
+                "|---:|---:|---:|---:|---:|",
+                f"| {i['fastopt_many']['us']:.1f} | {i['fastopt_one']['us']:.1f} "
+                f"| {many['many_over_one']:.2f} | {_fmt(i.get('torch_many', {}).get('us'), '.1f')} "
+                f"| {_fmt(many.get('speedup_vs_torch'), '.1f')} |", ""]
+    small = report.get("functional_16")
+    if small:
+        out += ["### Functional call on 16 float32 elements", "",
+                "| " + " | ".join(small) + " |", "|" + "---:|" * len(small),
+                "| " + " | ".join(f"{v['us']:.2f} us" for v in small.values()) + " |", ""]
+    p2 = report.get("power_of_two")
+    if p2:
+        out += ["### 2**24 elements: per-element rate over the rate at 16,000,000", "",
+                "| algorithm | dtype | rate ratio |", "|---|---|---:|"]
+        out += [f"| {r['algorithm']} | {r['dtype']} | {r['rate_ratio']:.2f} |" for r in p2]
+        out.append("")
+    threads = report.get("threads_scaling")
+    if threads:
+        keys = list(threads[0]["us"])
+        out += [f"### Threads, {threads[0]['size']:,} elements, {threads[0]['dtype']}", "",
+                "| algorithm | " + " | ".join(f"{k} us" for k in keys) + " | "
+                + " | ".join(f"speedup {k}" for k in keys[1:]) + " |",
+                "|---|" + "---:|" * (2 * len(keys) - 1)]
+        out += [f"| {r['algorithm']} | " + " | ".join(f"{r['us'][k]:.1f}" for k in keys) + " | "
+                + " | ".join(f"{r['speedup'][k]:.2f}" for k in keys[1:]) + " |" for r in threads]
+        out.append("")
+    sub = report.get("subnormal")
+    if sub:
+        out += [f"### Subnormal state, {sub[0]['size']:,} elements, {sub[0]['dtype']}", "",
+                "| algorithm | normal us | subnormal us | slowdown | with flush-to-zero: normal us "
+                "| subnormal us | slowdown |", "|---|---:|---:|---:|---:|---:|---:|"]
+        out += [f"| {r['algorithm']} | {r['us']['normal']:.1f} | {r['us']['subnormal']:.1f} "
+                f"| {r['slowdown']:.2f} | {r['us']['normal_ftz']:.1f} "
+                f"| {r['us']['subnormal_ftz']:.1f} | {r['slowdown_ftz']:.2f} |" for r in sub]
+        out.append("")
+    isa = report.get("isa")
+    if isa:
+        keys = list(isa[0]["us"])
+        out += [f"### Instruction sets, {isa[0]['size']:,} elements, {isa[0]['dtype']} (us)", "",
+                "| algorithm | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+        out += [f"| {r['algorithm']} | " + " | ".join(f"{r['us'][k]:.1f}" for k in keys) + " |"
+                for r in isa]
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="fastopt bench", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algorithms", nargs="+", default=None,
+                        help="registry names (default: every algorithm)")
+    parser.add_argument("--dtypes", nargs="+", default=list(DEFAULT_DTYPES),
+                        choices=list(DEFAULT_DTYPES))
+    parser.add_argument("--sizes", nargs="+", type=int, default=list(DEFAULT_SIZES))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for fastopt and torch (default 1)")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="timed rounds per case (default: 15, or 5 at >= 4M elements)")
+    parser.add_argument("--min-batch", type=float, default=MIN_BATCH_SECONDS,
+                        help="shortest timed batch in seconds (default %(default)s)")
+    parser.add_argument("--no-torch", action="store_true", help="leave torch out")
+    parser.add_argument("--extra", action="store_true",
+                        help="also measure the other targets (many small parameters, "
+                             "16-element functional calls, 2**24 elements, threads, "
+                             "subnormals, instruction sets)")
+    parser.add_argument("--json", metavar="PATH", help="write all results as JSON here")
+    parser.add_argument("--markdown", metavar="PATH",
+                        help="write the tables as Markdown here (for BENCHMARKS.md)")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    args = parser.parse_args(argv)
+    algorithms = ([ALGORITHMS[a] for a in args.algorithms] if args.algorithms
+                  else list(ALGORITHMS.values()))
+    use_torch = not args.no_torch
+    if use_torch:
+        try:
+            import torch
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            use_torch = False
+    threads_before = _kernels.get_num_threads_setting()
+    _kernels.set_num_threads(args.threads)   # the functional calls of --extra too
+    try:
+        return _main(args, argv, use_torch)
+    finally:
+        _kernels.set_num_threads(threads_before or None)
+
+
+def _main(args, argv, use_torch):
+    algorithms = ([ALGORITHMS[a] for a in args.algorithms] if args.algorithms
+                  else list(ALGORITHMS.values()))
+    report = {"environment": environment(use_torch), "command": "fastopt bench " + " ".join(argv or []),
+              "byte_model": "itemsize * ((2 + S) reads + (1 + S) writes) per element, S = "
+                            "state buffers used", "threads": args.threads}
+    report["roofline"] = roofline(algorithms, args.dtypes, args.sizes, args.threads,
+                                  args.rounds, use_torch, args.quiet, args.min_batch)
+    env = report["environment"]
+    print(f"fastopt {env['fastopt']} on {env['cpu']}, isa={env['isa']}, "
+          f"threads={args.threads}, torch {env.get('torch')}")
+    print(format_roofline(report["roofline"]))
+    if args.extra:
+        kw = {"min_batch": args.min_batch}
+        _progress("many small parameters ...", args.quiet)
+        report["many_small"] = many_small(args.threads, use_torch=use_torch, **kw)
+        _progress("functional, 16 elements ...", args.quiet)
+        report["functional_16"] = functional_small(**kw)
+        report["power_of_two"] = power_of_two(args.dtypes, args.threads, quiet=args.quiet,
+                                              algorithms=algorithms, **kw)
+        report["threads_scaling"] = thread_scaling(quiet=args.quiet, **kw)
+        _progress("subnormals ...", args.quiet)
+        report["subnormal"] = subnormal(**kw)
+        _progress("instruction sets ...", args.quiet)
+        report["isa"] = isa_comparison(**kw)
+        _progress("", args.quiet)
+        print(format_extra(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(format_markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,530 @@
+"""The machinery that makes steps fast must not change what a step computes: the cached
+step plan (and when it is rebuilt), threads, instruction-set dispatch, state placement,
+flush-to-zero, and the benchmark's command line."""
+import json
+
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt import _kernels
+from fastopt._buffers import PLACED_MIN_BYTES, new_state_buffer
+from conftest import ALGORITHMS, DTYPES, algorithm_configs, functional_kwargs, new_state, random_problem
+
+
+def run_steps(algorithm, hyper, params, grads_per_step, **attrs):
+    opt = algorithm.cls(params, **hyper)
+    for name, value in attrs.items():
+        setattr(opt, name, value)
+    for grads in grads_per_step:
+        opt.step(grads)
+    return opt
+
+
+def twin_problem(algorithm, seed=0, dtype=np.float64, sizes=(17, 0, 40, 5), steps=6):
+    rng = np.random.default_rng(seed)
+    params, grads = [], [[] for _ in range(steps)]
+    for n in sizes:
+        p, gs = random_problem(rng, n, dtype, steps)
+        params.append(p)
+        for s in range(steps):
+            grads[s].append(gs[s])
+    return params, grads
+
+
+def assert_same_state(a, b):
+    for p, q in zip(a.params, b.params):
+        assert p.tobytes() == q.tobytes()
+    assert set(a.state) == set(b.state)
+    for i in a.state:
+        assert set(a.state[i]) == set(b.state[i])
+        for k, v in a.state[i].items():
+            w = b.state[i][k]
+            if isinstance(v, np.ndarray):
+                assert v.tobytes() == w.tobytes(), (i, k)
+            else:
+                assert v == w, (i, k)
+
+
+def full_path_twin(algorithm, hyper, params, grads_per_step, edit=None):
+    """The same steps with the plan disabled: every step takes the full path."""
+    opt = algorithm.cls(params, **hyper)
+    for index, grads in enumerate(grads_per_step):
+        if edit is not None:
+            edit(opt, index)
+        opt._plan = None
+        opt.step(grads)
+        opt._plan = None
+    return opt
+
+
+# -- the plan ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("algorithm,hyper", algorithm_configs())
+def test_planned_steps_equal_full_steps_with_skips(algorithm, hyper):
+    params, grads = twin_problem(algorithm)
+    grads[2][0] = None   # a skipped parameter in the middle of the run
+    grads[0][3] = None   # a parameter whose state starts late
+    twins = [p.copy() for p in params]
+    planned = run_steps(algorithm, hyper, params, grads)
+    # algorithms with Python-advanced scalars, a first pass or factored state take the
+    # full path every step (fastopt.optim._plannable)
+    assert (planned._plan is not None) == fastopt.optim._plannable(algorithm)
+    full = full_path_twin(algorithm, hyper, twins, grads)
+    assert_same_state(planned, full)
+
+
+def test_one_compiled_call_per_step(monkeypatch):
+    params, grads = twin_problem(ALGORITHMS[0], sizes=(8,) * 50, steps=3)
+    opt = fastopt.Adam(params)
+    opt.step(grads[0])
+    calls = []
+    monkeypatch.setattr(_kernels, "run", lambda *a, **k: calls.append(a))
+    opt.step(grads[1])
+    opt.step(grads[2])
+    assert calls == []  # the plan ran both steps; the per-task path was not used
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.name)
+def test_hyperparameters_edited_between_steps_take_effect(algorithm):
+    hyper = dict(algorithm.defaults)
+    params, grads = twin_problem(algorithm, seed=1)
+    twins = [p.copy() for p in params]
+
+    def edit(opt, index):
+        group = opt.param_groups[0]
+        if index == 2:
+            group["lr"] = group["lr"] * 0.5
+        if index == 3 and "betas" in group:
+            group["betas"] = (0.5, 0.6) + tuple(group["betas"][2:])  # Adan has three
+        if index == 4 and "weight_decay" in group:
+            group["weight_decay"] = 0.25
+        if index == 5 and "maximize" in group:
+            group["maximize"] = True
+
+    planned = algorithm.cls(params, **hyper)
+    for index, g in enumerate(grads):
+        edit(planned, index)
+        planned.step(g)
+    full = full_path_twin(algorithm, hyper, twins, grads, edit)
+    assert_same_state(planned, full)
+
+
+def test_list_betas_edited_in_place_take_effect():
+    p, q = np.ones(6), np.ones(6)
+    a = fastopt.Adam([{"params": [p], "betas": [0.9, 0.999]}], lr=0.1)
+    b = fastopt.Adam([{"params": [q], "betas": [0.9, 0.999]}], lr=0.1)
+    g = np.linspace(-1, 1, 6)
+    for opt in (a, b):
+        opt.step([g])
+        opt.step([g])
+    a.param_groups[0]["betas"][0] = 0.3
+    b.param_groups[0]["betas"] = [0.3, 0.999]
+    a.step([g])
+    b.step([g])
+    assert p.tobytes() == q.tobytes()
+
+
+def test_invalid_edit_between_steps_is_still_rejected():
+    p = np.ones(4)
+    opt = fastopt.Adam([p], lr=0.1)
+    opt.step([np.ones(4)])
+    opt.step([np.ones(4)])
+    opt.param_groups[0]["lr"] = -1.0
+    before = p.copy()
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        opt.step([np.ones(4)])
+    assert p.tobytes() == before.tobytes()
+
+
+def test_momentum_switched_on_later_creates_its_buffer():
+    p, q = np.ones(5), np.ones(5)
+    g = np.arange(5.0)
+
+    def edit(opt, index):
+        if index == 2:
+            opt.param_groups[0]["momentum"] = 0.9
+
+    planned = fastopt.SGD([p], lr=0.1)
+    for index in range(5):
+        edit(planned, index)
+        planned.step([g])
+    assert "momentum_buffer" in planned.state[0]
+    full = full_path_twin(fastopt.SGD.algorithm, {"lr": 0.1}, [q], [[g]] * 5, edit)
+    assert_same_state(planned, full)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.name)
+def test_load_state_dict_and_add_param_group_rebuild_the_plan(algorithm):
+    hyper = dict(algorithm.defaults)
+    params, grads = twin_problem(algorithm, seed=2, steps=8)
+    twins = [p.copy() for p in params]
+    extra, extra_twin = np.full(9, 0.5), np.full(9, 0.5)
+    extra_grad = np.linspace(-2, 2, 9)
+    a = algorithm.cls(params, **hyper)
+    b = algorithm.cls(twins, **hyper)
+    for g in grads[:3]:
+        a.step(g)
+        b.step(g)
+        b._plan = None
+    saved = a.state_dict()
+    saved = {"state": {i: {k: (v * 0.5 if isinstance(v, np.ndarray) else v)
+                           for k, v in s.items()} for i, s in saved["state"].items()},
+             "param_groups": saved["param_groups"]}
+    a.load_state_dict(saved)
+    b.load_state_dict(saved)
+    for g in grads[3:5]:
+        a.step(g)
+        b.step(g)
+        b._plan = None
+    a.add_param_group({"params": [extra]})
+    b.add_param_group({"params": [extra_twin]})
+    for g in grads[5:]:
+        a.step(g + [extra_grad])
+        b.step(g + [extra_grad])
+        b._plan = None
+    assert_same_state(a, b)
+    assert extra.tobytes() == extra_twin.tobytes()
+    assert not np.array_equal(extra, np.full(9, 0.5))
+
+
+def test_state_buffer_replaced_by_hand_is_used():
+    p, q = np.ones(7), np.ones(7)
+    g = np.linspace(0, 1, 7)
+    a, b = fastopt.Adam([p], lr=0.1), fastopt.Adam([q], lr=0.1)
+    for opt in (a, b):
+        opt.step([g])
+        opt.step([g])
+    a.state[0]["exp_avg"] = np.full(7, 3.0)
+    b.state[0]["exp_avg"] = np.full(7, 3.0)
+    b._plan = None
+    a.step([g])
+    b.step([g])
+    assert p.tobytes() == q.tobytes()
+    np.testing.assert_array_equal(a.state[0]["exp_avg"], b.state[0]["exp_avg"])
+
+
+def test_parameter_replaced_in_its_group_is_updated():
+    p, other = np.ones(3), np.zeros(3)
+    opt = fastopt.SGD([p], lr=1.0)
+    opt.step([np.ones(3)])
+    opt.step([np.ones(3)])
+    opt.param_groups[0]["params"][0] = other
+    opt.step([np.ones(3)])
+    np.testing.assert_array_equal(other, -np.ones(3))
+    np.testing.assert_array_equal(p, -np.ones(3))
+
+
+def test_gradients_of_a_different_array_each_step():
+    p, q = np.ones(11), np.ones(11)
+    a, b = fastopt.RMSprop([p], lr=0.01), fastopt.RMSprop([q], lr=0.01)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        g = rng.standard_normal(11)
+        a.step([g])
+        b.step([g.copy()])
+        b._plan = None
+    assert p.tobytes() == q.tobytes()
+
+
+def test_bad_gradient_after_planned_steps_raises_before_writing():
+    p = np.ones(6)
+    opt = fastopt.Adam([p], lr=0.1)
+    opt.step([np.ones(6)])
+    opt.step([np.ones(6)])
+    before = p.copy()
+    state = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in opt.state[0].items()}
+    for bad, error in ((np.ones(6, np.float32), TypeError), (np.ones(5), ValueError),
+                       (np.ones(12)[::2], ValueError), (p, ValueError),
+                       (opt.state[0]["exp_avg"], ValueError), ([1.0] * 6, TypeError)):
+        with pytest.raises(error):
+            opt.step([bad])
+        assert p.tobytes() == before.tobytes()
+        assert opt.state[0]["step"] == state["step"]
+
+
+def test_parameter_made_read_only_after_planned_steps_is_rejected():
+    p = np.ones(6)
+    opt = fastopt.SGD([p], lr=0.1)
+    opt.step([np.ones(6)])
+    opt.step([np.ones(6)])
+    p.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        opt.step([np.ones(6)])
+
+
+def test_functional_cache_does_not_let_invalid_input_through():
+    p, g, m, v = np.ones(5), np.ones(5), np.zeros(5), np.zeros(5)
+    kw = dict(lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+              maximize=False, decoupled_weight_decay=False)
+    fastopt.functional.adam(p, g, m, v, None, step=1, **kw)
+    fastopt.functional.adam(p, g, m, v, None, step=2, **kw)   # from the cache
+    before = p.copy()
+    with pytest.raises(TypeError, match="amsgrad"):
+        fastopt.functional.adam(p, g, m, v, None, step=3, **dict(kw, amsgrad=0))
+    with pytest.raises(TypeError, match="beta"):
+        fastopt.functional.adam(p, g, m, v, None, step=3, **dict(kw, betas=(False, 0.999)))
+    with pytest.raises(ValueError, match="step"):
+        fastopt.functional.adam(p, g, m, v, None, step=0, **kw)
+    with pytest.raises(TypeError, match="exp_avg_sq"):
+        fastopt.functional.adam(p, g, m, None, None, step=3, **kw)
+    with pytest.raises(ValueError, match="same memory"):
+        fastopt.functional.adam(p, g, m, m, None, step=3, **kw)
+    assert p.tobytes() == before.tobytes()
+
+
+def test_functional_cache_gives_the_same_bits_as_a_fresh_call():
+    rng = np.random.default_rng(8)
+    p, grads = random_problem(rng, 50, np.float32, 4)
+    q = p.copy()
+    m, v, m2, v2 = (np.zeros_like(p) for _ in range(4))
+    kw = dict(lr=0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.1, amsgrad=False,
+              maximize=False, decoupled_weight_decay=True)
+    for step, g in enumerate(grads, start=1):
+        fastopt.functional.adam(p, g, m, v, None, step=step, **kw)
+        fastopt.reference.adam(q, g, m2, v2, None, step=step, **kw)
+    assert p.tobytes() == q.tobytes()
+
+
+@pytest.mark.parametrize("algorithm,hyper", algorithm_configs())
+def test_arena_parameters_step_like_separate_ones(algorithm, hyper):
+    shapes = [(7,), (0,), (3, 4), (), (33,)]
+    flat, views = fastopt.arena(shapes, np.float64)
+    grad_flat, grad_views = fastopt.arena(shapes, np.float64)
+    rng = np.random.default_rng(9)
+    separate = []
+    for view in views:
+        view[...] = rng.standard_normal(view.shape)
+        separate.append(view.copy())
+    a = algorithm.cls(views, **hyper)
+    b = algorithm.cls(separate, **hyper)
+    for _ in range(4):
+        grad_flat[:] = rng.standard_normal(grad_flat.size)
+        a.step(grad_views)
+        b.step([g.copy() for g in grad_views])
+        b._plan = None
+    assert_same_state(a, b)
+    for spec in algorithm.state:
+        shaped_like_params = all(spec.shape_for(shape) is not None
+                                 and tuple(spec.shape_for(shape)) == shape for shape in shapes)
+        if spec.name in a.state[0] and shaped_like_params:  # not factored state
+            first, last = a.state[0][spec.name], a.state[4][spec.name]
+            # state of back-to-back parameters is back to back too
+            assert last.ctypes.data - first.ctypes.data == (7 + 12 + 1) * 8
+
+
+def test_arena_views_are_back_to_back():
+    flat, (w, b, s) = fastopt.arena([(3, 2), (2,), ()], np.float32)
+    assert flat.dtype == np.float32 and flat.size == 9 and flat.ctypes.data % 64 == 0
+    assert w.shape == (3, 2) and b.shape == (2,) and s.shape == ()
+    assert b.ctypes.data == w.ctypes.data + 24 and s.ctypes.data == b.ctypes.data + 8
+    w[...] = 1
+    assert flat[:6].sum() == 6
+    with pytest.raises(TypeError):
+        fastopt.arena([(2,)], np.int32)
+
+
+def test_step_counter_set_by_hand_is_honoured():
+    p, q = np.ones(4), np.ones(4)
+    g = np.full(4, 0.5)
+    a, b = fastopt.Adam([p], lr=0.1), fastopt.Adam([q], lr=0.1)
+    for opt in (a, b):
+        opt.step([g])
+        opt.step([g])
+    a.state[0]["step"] = 7
+    b.state[0]["step"] = 7.0   # not an int: the full path takes it as torch would
+    a.step([g])
+    b.step([g])
+    assert a.state[0]["step"] == 8 and b.state[0]["step"] == 8
+    assert p.tobytes() == q.tobytes()
+
+
+# -- threads ---------------------------------------------------------------------------
+
+@pytest.fixture
+def low_parallel_threshold():
+    before = _kernels.get_parallel_min()
+    _kernels._set_parallel_min(1)
+    yield
+    _kernels._set_parallel_min(before)
+
+
+@pytest.mark.skipif(not _kernels.openmp(), reason="built without OpenMP")
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("algorithm,hyper", algorithm_configs())
+def test_results_are_identical_for_every_thread_count(algorithm, hyper, dtype,
+                                                      low_parallel_threshold):
+    chunk = _kernels.chunk_elements()
+    sizes = (2 * chunk + 17, 5, 0, chunk - 1)
+    results = []
+    for threads in (1, 2, 3):
+        params, grads = twin_problem(algorithm, seed=4, dtype=dtype, sizes=sizes, steps=2)
+        opt = run_steps(algorithm, hyper, params, grads, num_threads=threads)
+        results.append(opt)
+    for other in results[1:]:
+        assert_same_state(results[0], other)
+
+
+def test_num_threads_is_checked():
+    opt = fastopt.SGD([np.ones(3)], lr=0.1)
+    opt.num_threads = 0
+    with pytest.raises(ValueError, match="num_threads"):
+        opt.step([np.ones(3)])
+    opt.num_threads = 1.5
+    with pytest.raises(TypeError, match="num_threads"):
+        opt.step([np.ones(3)])
+    with pytest.raises(ValueError, match="num_threads"):
+        fastopt.set_num_threads(-2)
+
+
+def test_set_num_threads_round_trip():
+    before = _kernels.get_num_threads()
+    try:
+        fastopt.set_num_threads(3)
+        assert fastopt.get_num_threads() == (3 if _kernels.openmp() else 1)
+    finally:
+        fastopt.set_num_threads(None)
+    assert _kernels.get_num_threads() == before
+
+
+@pytest.mark.skipif(not _kernels.openmp(), reason="built without OpenMP")
+def test_threadpoolctl_limits_fastopt():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert fastopt.get_num_threads() == 1
+
+
+@pytest.mark.skipif(not _kernels.openmp(), reason="built without OpenMP")
+def test_omp_num_threads_is_the_default():
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastopt.__file__)))
+    env = dict(os.environ, OMP_NUM_THREADS="3", PYTHONPATH=root)
+    out = subprocess.run([sys.executable, "-c", "import fastopt; print(fastopt.get_num_threads())"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "3"
+
+
+@pytest.mark.skipif(not _kernels.openmp(), reason="built without OpenMP")
+@pytest.mark.parametrize("load_aware", [True, False])
+def test_load_aware_default_threads_give_the_same_bits(load_aware, low_parallel_threshold):
+    before = _kernels.get_load_aware_threads()
+    try:
+        _kernels.set_load_aware_threads(load_aware)
+        assert _kernels.get_load_aware_threads() is load_aware
+        algorithm = fastopt.get_algorithm("adam")
+        chunk = _kernels.chunk_elements()
+        params, grads = twin_problem(algorithm, seed=5, sizes=(3 * chunk + 1, 9), steps=2)
+        twins = [p.copy() for p in params]
+        default = run_steps(algorithm, {}, params, grads)
+        one = run_steps(algorithm, {}, twins, grads, num_threads=1)
+        assert_same_state(default, one)
+    finally:
+        _kernels.set_load_aware_threads(before)
+
+
+# -- instruction sets ------------------------------------------------------------------
+
+@pytest.fixture
+def restore_isa():
+    before = _kernels.get_isa()
+    yield
+    _kernels.set_isa(before)
+
+
+@pytest.mark.skipif(len(_kernels.isa_available()) < 2, reason="one instruction set here")
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("algorithm,hyper", algorithm_configs())
+def test_every_instruction_set_gives_the_same_bits(algorithm, hyper, dtype, restore_isa):
+    outputs = {}
+    for isa in _kernels.isa_available():
+        _kernels.set_isa(isa)
+        assert _kernels.get_isa() == isa
+        rng = np.random.default_rng(6)
+        param, grads = random_problem(rng, 1000 + 37, dtype, 4)
+        state = new_state(algorithm, hyper, param)
+        for step, grad in enumerate(grads, start=1):
+            algorithm.functional(param, grad, *state,
+                                 **functional_kwargs(algorithm, hyper, step, step == 1))
+        outputs[isa] = [param.tobytes()] + [b.tobytes() for b in state if b is not None]
+    first = outputs.pop("baseline")
+    for isa, out in outputs.items():
+        assert out == first, isa
+
+
+def test_unknown_instruction_set_is_rejected(restore_isa):
+    with pytest.raises(ValueError, match="not available"):
+        _kernels.set_isa("sse9")
+    assert _kernels.set_isa(None) == _kernels.isa_available()[-1]
+
+
+# -- placement and subnormals -----------------------------------------------------------
+
+def test_large_state_buffers_avoid_the_parameters_page_offset():
+    n = PLACED_MIN_BYTES // 4 * 2
+    param = np.zeros(n, np.float32)
+    offsets = {param.ctypes.data % 4096}
+    for slot in range(3):
+        buffer = new_state_buffer(param, 0.0, slot=slot)
+        assert buffer.shape == param.shape and buffer.dtype == param.dtype
+        assert buffer.flags.c_contiguous and buffer.flags.writeable
+        assert buffer.ctypes.data % 64 == param.ctypes.data % 64
+        offsets.add(buffer.ctypes.data % 4096)
+        assert not buffer.any()
+    assert len(offsets) == 4
+
+
+def test_flush_to_zero_is_scoped_to_the_call():
+    tiny = np.finfo(np.float32).smallest_normal
+    sub = np.float32(tiny / 4)
+    assert sub != 0
+    param, grad = np.zeros(64, np.float32), np.full(64, sub, np.float32)
+    try:
+        assert fastopt.set_flush_denormal(True) in (True, False)
+        if not _kernels.get_flush_denormal():
+            pytest.skip("no flush-to-zero on this CPU")
+        fastopt.functional.sgd(param, grad, lr=1.0, momentum=0.0, dampening=0.0,
+                               weight_decay=0.0, nesterov=False, maximize=False,
+                               first_step=False)
+        np.testing.assert_array_equal(param, 0)   # -lr * subnormal read as zero
+    finally:
+        fastopt.set_flush_denormal(False)
+    # NumPy after the call still sees subnormals: the mode was restored.
+    assert np.float32(sub) * np.float32(1) != 0
+    fastopt.functional.sgd(param, grad, lr=1.0, momentum=0.0, dampening=0.0,
+                           weight_decay=0.0, nesterov=False, maximize=False, first_step=False)
+    np.testing.assert_array_equal(param, -grad)
+
+
+# -- the benchmark -------------------------------------------------------------------------
+
+def test_bench_smoke(tmp_path):
+    from fastopt import bench
+    path = tmp_path / "bench.json"
+    status = bench.main(["--sizes", "64", "--dtypes", "float32", "--rounds", "1",
+                         "--min-batch", "0.0001", "--quiet", "--no-torch", "--json", str(path)])
+    assert status == 0
+    report = json.loads(path.read_text())
+    assert {"environment", "byte_model", "roofline", "threads"} <= set(report)
+    rows = report["roofline"]
+    assert [r["algorithm"] for r in rows] == [a.name for a in ALGORITHMS]
+    for row in rows:
+        assert row["size"] == 64 and row["dtype"] == "float32"
+        assert {"fastopt", "numpy", "ceiling"} <= set(row["impls"])
+        for impl in row["impls"].values():
+            assert impl["us"] > 0 and impl["gbps"] > 0
+        reads, writes = row["reads"], row["writes"]
+        assert row["bytes_per_element"] == 4 * (reads + writes)
+        assert reads == writes + 1
+        assert row["fraction_of_ceiling"] > 0 and row["speedup_vs_numpy"] > 0
+
+
+def test_bench_memory_shape_follows_the_options():
+    from fastopt import bench
+    adam = fastopt.get_algorithm("adam")
+    assert bench.memory_shape(adam, dict(adam.defaults)) == (4, 3)
+    assert bench.memory_shape(adam, dict(adam.defaults, amsgrad=True)) == (5, 4)
+    sgd = fastopt.get_algorithm("sgd")
+    assert bench.memory_shape(sgd, dict(sgd.defaults)) == (2, 1)
+    assert bench.memory_shape(sgd, dict(sgd.defaults, momentum=0.9)) == (3, 2)

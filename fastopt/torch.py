@@ -238,10 +238,14 @@ class Optimizer(torch.optim.Optimizer):
     def __setstate__(self, state):
         super().__setstate__(state)
         # A state dict from another torch version (or a group saved without some
-        # option) keeps only its own keys; fill in the rest from our defaults.
+        # option) keeps only its own keys; fill in the rest from our defaults.  Only
+        # our own options: torch's base __setstate__ adds differentiable=False to
+        # `defaults` even for classes (Adafactor, Lion, ...) that have no such option.
+        options = [*self.algorithm.hyper_names, *self._torch_options]
         for group in self.param_groups:
-            for name, default in self.defaults.items():
-                group.setdefault(name, default)
+            for name in options:
+                if name in self.defaults:
+                    group.setdefault(name, self.defaults[name])
         scalar_names = [spec.name for spec in self.algorithm.scalar_state]
         for param_state in self.state.values():
             step = param_state.get("step")

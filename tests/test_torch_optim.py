@@ -388,3 +388,17 @@ def test_algorithm_without_a_torch_counterpart():
     np.testing.assert_array_equal(got, expected)
     with pytest.raises(TypeError):
         cls(twin.parameters(), foreach=False)
+
+
+@pytest.mark.parametrize("algorithm", list(fastopt.ALGORITHMS.values()), ids=lambda a: a.name)
+def test_load_state_dict_adds_no_group_options(algorithm):
+    """Loading a state dict leaves each group with the options it had: torch's base
+    class adds ``differentiable`` to ``defaults``, which classes without that option
+    (Adafactor, and those torch lacks) must not copy into their groups."""
+    model, inputs, targets = make_problem(torch.float64)
+    optimizer = getattr(fotorch, algorithm.cls_name)(model.parameters(),
+                                                     **richest_config(algorithm))
+    train(model, optimizer, inputs, targets, 2)
+    before = copy.deepcopy(optimizer.state_dict()["param_groups"])
+    optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+    assert optimizer.state_dict()["param_groups"] == before

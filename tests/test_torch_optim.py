@@ -402,3 +402,23 @@ def test_load_state_dict_adds_no_group_options(algorithm):
     before = copy.deepcopy(optimizer.state_dict()["param_groups"])
     optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
     assert optimizer.state_dict()["param_groups"] == before
+
+
+def test_bad_scalar_state_raises_before_anything_is_written():
+    """NAdam's mu_product must stay a 1-element float tensor; anything else is
+    refused, naming the key and the parameter, before any parameter moves."""
+    first = torch.ones(3, requires_grad=True)
+    second = torch.ones(5, requires_grad=True)
+    optimizer = fotorch.NAdam([("first", first), ("second", second)], lr=0.1)
+    first.grad, second.grad = torch.ones(3), torch.ones(5)
+    optimizer.step()
+    assert optimizer.state[first]["mu_product"].item() != 1.0  # advanced by the step
+    before = [first.detach().clone(), second.detach().clone()]
+    saved = optimizer.state[first]["mu_product"].clone()
+    for bad in (torch.ones(2), torch.ones((), dtype=torch.int64), 0.5):
+        optimizer.state[second]["mu_product"] = bad
+        with pytest.raises(TypeError, match="'mu_product'.* of parameter 'second'"):
+            optimizer.step()
+        assert torch.equal(first, before[0]) and torch.equal(second, before[1])
+        assert torch.equal(optimizer.state[first]["mu_product"], saved)
+        assert optimizer.state[first]["step"].item() == 1

@@ -3,11 +3,13 @@
 ``fastopt.torch.Adam(model.parameters(), lr=1e-3)`` behaves like
 ``torch.optim.Adam(model.parameters(), lr=1e-3, foreach=False)``: same constructor
 signature and defaults, ``param_groups``, ``state`` keyed by parameter with torch's keys
-and tensors (``step`` is a 0-d float tensor, as torch keeps it), ``zero_grad``, closures,
-hooks and torch's LR schedulers, and ``state_dict`` / ``load_state_dict`` interchangeable
-with torch's own optimizer in both directions.  The step itself runs fastopt's compiled
-kernels on NumPy views of the parameters, gradients and state tensors (zero-copy): one
-validated task table for all parameters, one call, without the GIL.
+and tensors (``step`` is a 0-d float tensor, as torch keeps it, and so are NAdam's
+``mu_product`` and ASGD's ``eta`` and ``mu``; Adafactor keeps torch's row and column
+factors), ``zero_grad``, closures, hooks and torch's LR schedulers, and ``state_dict``
+/ ``load_state_dict`` interchangeable with torch's own optimizer in both directions.
+The step itself runs fastopt's compiled kernels on NumPy views of the parameters,
+gradients and state tensors (zero-copy): one validated task table for all parameters,
+one call, without the GIL.
 
 There is one class per row of the fastopt registry (``fastopt.ALGORITHMS``), with the
 row's class name.  Where torch has the algorithm, the constructor takes torch's exact

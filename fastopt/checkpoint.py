@@ -435,6 +435,10 @@ def _decode(header, payload, optimizer, adapter, name):
                 raise CheckpointError(f"checkpoint state[{index}][{key!r}] is not a "
                                       f"hexadecimal float: {text!r}") from None
             loaded[key] = adapter.float_to_scalar(value)
+        missing = sorted(scalar_names - set(scalars))
+        if missing:  # torch's load_state_dict would not notice; the next step would
+            raise CheckpointError(f"{name!r}: state[{index}] lacks the scalar state "
+                                  f"{missing} of {type(optimizer).__name__}")
         state[index] = loaded
     if covered != len(payload):
         raise CheckpointError(f"{name!r}: {len(payload) - covered} bytes of state belong to "

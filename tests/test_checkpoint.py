@@ -453,3 +453,10 @@ def test_scalar_state_is_stored_exactly_and_checked(tmp_path):
         with pytest.raises(ValueError, match=message):
             fastopt.load(fresh, path)
         assert_same(before, snapshot(fresh))
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as fotorch
+    tensors = [torch.zeros(s, dtype=torch.float32, requires_grad=True) for s in SHAPES]
+    torch_optimizer = fotorch.NAdam([{"params": tensors[:2]}, {"params": tensors[2:]}])
+    with pytest.raises(CheckpointError, match="lacks the scalar state"):
+        fastopt.load(torch_optimizer, path)  # still the file without scalars
+    assert len(torch_optimizer.state) == 0

@@ -344,6 +344,63 @@ class Algorithm:
                 packed[self.kernel_scalars.index(name)] = float(advanced[name])
         return tuple(packed)
 
+    def state_shapes(self, group: Mapping, param_shape) -> dict:
+        """``{state name: shape}`` of the buffers a parameter of `param_shape` keeps
+        under `group`'s options, in kernel order.
+
+        A buffer is left out when the options do not use it (``needed``) or the
+        parameter's shape does not (``shape_for``: Adafactor keeps row and column
+        factors for a matrix, one full buffer for a vector).
+        """
+        shapes = {}
+        for spec in self.state:
+            shape = spec.shape_for(param_shape) if spec.needed(group) else None
+            if shape is not None:
+                shapes[spec.name] = shape
+        return shapes
+
+    def step_buffers(self, group: Mapping, param_shape, state: Mapping, allocate):
+        """The state buffers of one parameter's step, in kernel order.
+
+        The one place that decides which buffers a step uses and which it creates,
+        shared by the NumPy and torch front ends (each allocates its own kind of
+        buffer).
+
+        Parameters
+        ----------
+        group : mapping
+            The parameter's hyperparameters.
+        param_shape : tuple
+        state : mapping
+            The parameter's state so far (``{}`` before its first step); a buffer
+            found there is used as it is.
+        allocate : callable
+            ``allocate(name, shape, fill)`` returns a new buffer for state `name`,
+            filled with `fill`, or left for the kernel to initialize when `fill` is
+            None.
+
+        Returns
+        -------
+        buffers : list
+            One entry per kernel state buffer: the buffer, or None where unused.
+        created : dict
+            ``{name: buffer}`` of the buffers `allocate` made.
+        first_step : bool
+            Whether a buffer the kernel initializes was made (the kernel's
+            ``first_step`` scalar).
+        """
+        shapes = self.state_shapes(group, param_shape)
+        buffers, created, first_step = [], {}, False
+        for spec in self.state:
+            shape = shapes.get(spec.name)
+            buffer = None if shape is None else state.get(spec.name)
+            if shape is not None and buffer is None:
+                fill = None if spec.fill is None else spec.fill(group)
+                buffer = created[spec.name] = allocate(spec.name, shape, fill)
+                first_step = first_step or fill is None
+            buffers.append(buffer)
+        return buffers, created, first_step
+
     def initial_scalar_state(self, group: Mapping) -> dict:
         """``{name: value}`` of the scalar state before a parameter's first step."""
         return {s.name: s.init(group) for s in self.scalar_state}

@@ -6,9 +6,12 @@ The file format (no pickle; every integer little-endian)::
     header length  8 bytes   unsigned
     header         JSON, UTF-8: format version, fastopt version, algorithm,
                    per group its hyperparameters and its parameters' shapes and
-                   dtypes, per parameter with state its step count and the
-                   offset and size of each state buffer (shaped and typed like
-                   its parameter), the names of torch-only options
+                   dtypes, per parameter with state its step count, its scalar
+                   state (NAdam's mu_product, ...) as hexadecimal floats, and the
+                   offset and size of each state buffer (typed like its
+                   parameter, shaped as the algorithm's registry row says: the
+                   parameter's shape, or Adafactor's row and column factors),
+                   the names of torch-only options
     payload        the state buffers' bytes, one after the other (little-endian)
     digest         32 bytes  SHA-256 of every byte above
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import numbers
 import os
 import secrets
@@ -91,6 +95,14 @@ class _NumpyAdapter:
     def int_to_step(step):
         return step
 
+    @staticmethod
+    def scalar_to_float(value):
+        return float(value)
+
+    @staticmethod
+    def float_to_scalar(value):
+        return value
+
 
 class _TorchAdapter:
     @staticmethod
@@ -116,6 +128,17 @@ class _TorchAdapter:
         import torch
         from .torch import _get_scalar_dtype
         return torch.tensor(float(step), dtype=_get_scalar_dtype())
+
+    @staticmethod
+    def scalar_to_float(value):
+        return float(value.item())
+
+    @staticmethod
+    def float_to_scalar(value):
+        import torch
+        from .torch import _get_scalar_dtype
+        # a 0-d tensor in the dtype torch creates NAdam's mu_product (and the rest) in
+        return torch.tensor(value, dtype=_get_scalar_dtype())
 
 
 def _json_value(key, value):
@@ -153,24 +176,38 @@ def _encode(optimizer):
         groups.append({"hyperparameters": hyper,
                        "params": [{"shape": list(p.shape), "dtype": str(p.dtype)}
                                   for p in adapter.params([group])]})
+    buffer_specs = {spec.name: spec for spec in algorithm.state}
+    scalar_names = {spec.name for spec in algorithm.scalar_state}
     entries, arrays, offset = [], [], 0
     for index in sorted(state_dict["state"]):
         saved = state_dict["state"][index]
+        param = params[index]
         entry = {"param": int(index), "buffers": []}
+        scalars = {}
         for key, value in saved.items():
             if key == "step":
                 entry["step"] = adapter.step_to_int(value)
                 continue
             if value is None:
                 continue
+            if key in scalar_names:
+                # hexadecimal: exact, and it holds inf and nan, which JSON cannot
+                scalars[key] = float.hex(adapter.scalar_to_float(value))
+                continue
+            if key not in buffer_specs:
+                raise ValueError(f"state[{index}] has key {key!r}, which "
+                                 f"{algorithm.cls_name} does not keep")
             array = adapter.to_numpy(value)
-            if array.shape != params[index].shape or array.dtype != params[index].dtype \
+            shape = buffer_specs[key].shape_for(param.shape)
+            if array.shape != shape or array.dtype != param.dtype \
                     or not array.flags.c_contiguous:
                 raise ValueError(f"state[{index}][{key!r}] does not match its parameter "
-                                 "(shape, dtype, contiguity)")
+                                 f"(shape {array.shape} for {shape}, dtype, contiguity)")
             entry["buffers"].append({"name": key, "offset": offset, "nbytes": array.nbytes})
             arrays.append(array)
             offset += array.nbytes
+        if scalars:
+            entry["scalars"] = scalars
         entries.append(entry)
     header = {"format_version": FORMAT_VERSION, "fastopt_version": __version__,
               "algorithm": algorithm.name, "param_groups": groups, "state": entries,
@@ -352,6 +389,8 @@ def _decode(header, payload, optimizer, adapter, name):
     if payload_bytes != len(payload):
         raise CheckpointError(f"{name!r}: header says {payload_bytes} bytes of state, the "
                               f"file holds {len(payload)}")
+    buffer_specs = {spec.name: spec for spec in optimizer.algorithm.state}
+    scalar_names = {spec.name for spec in optimizer.algorithm.scalar_state}
     state, covered = {}, 0
     for entry in _field(header, "state", list, "header"):
         index = _field(entry, "param", int, "state entry")
@@ -366,14 +405,40 @@ def _decode(header, payload, optimizer, adapter, name):
             key = _field(buffer, "name", str, f"state[{index}] buffer")
             offset = _field(buffer, "offset", int, f"state[{index}][{key!r}]")
             nbytes = _field(buffer, "nbytes", int, f"state[{index}][{key!r}]")
-            if offset != covered or nbytes != param.nbytes or offset + nbytes > len(payload):
+            if key not in buffer_specs:
+                raise CheckpointError(f"{name!r}: state[{index}] has unknown key {key!r} for "
+                                      f"{type(optimizer).__name__}")
+            shape = buffer_specs[key].shape_for(param.shape)
+            if shape is None:
+                raise CheckpointError(f"{name!r}: state[{index}][{key!r}] is not used by "
+                                      f"parameter {index} of shape {param.shape}")
+            count = math.prod(shape)
+            if offset != covered or nbytes != count * param.itemsize \
+                    or offset + nbytes > len(payload):
                 raise CheckpointError(f"{name!r}: state[{index}][{key!r}] has offset {offset} "
                                       f"and {nbytes} bytes, which do not fit parameter {index}")
             covered += nbytes
             array = np.frombuffer(payload, dtype=_DTYPES[str(param.dtype)],
-                                  count=param.size, offset=offset)
+                                  count=count, offset=offset)
             loaded[key] = adapter.from_numpy(
-                array.astype(param.dtype, copy=False).reshape(param.shape))
+                array.astype(param.dtype, copy=False).reshape(shape))
+        scalars = entry.get("scalars", {})
+        if not isinstance(scalars, dict):
+            raise CheckpointError(f"checkpoint state[{index}]['scalars'] has the wrong type")
+        for key, text in scalars.items():
+            if key not in scalar_names:
+                raise CheckpointError(f"{name!r}: state[{index}] has unknown key {key!r} for "
+                                      f"{type(optimizer).__name__}")
+            try:
+                value = float.fromhex(text)
+            except (TypeError, ValueError):
+                raise CheckpointError(f"checkpoint state[{index}][{key!r}] is not a "
+                                      f"hexadecimal float: {text!r}") from None
+            loaded[key] = adapter.float_to_scalar(value)
+        missing = sorted(scalar_names - set(scalars))
+        if missing:  # torch's load_state_dict would not notice; the next step would
+            raise CheckpointError(f"{name!r}: state[{index}] lacks the scalar state "
+                                  f"{missing} of {type(optimizer).__name__}")
         state[index] = loaded
     if covered != len(payload):
         raise CheckpointError(f"{name!r}: {len(payload) - covered} bytes of state belong to "

@@ -3,11 +3,13 @@
 ``fastopt.torch.Adam(model.parameters(), lr=1e-3)`` behaves like
 ``torch.optim.Adam(model.parameters(), lr=1e-3, foreach=False)``: same constructor
 signature and defaults, ``param_groups``, ``state`` keyed by parameter with torch's keys
-and tensors (``step`` is a 0-d float tensor, as torch keeps it), ``zero_grad``, closures,
-hooks and torch's LR schedulers, and ``state_dict`` / ``load_state_dict`` interchangeable
-with torch's own optimizer in both directions.  The step itself runs fastopt's compiled
-kernels on NumPy views of the parameters, gradients and state tensors (zero-copy): one
-validated task table for all parameters, one call, without the GIL.
+and tensors (``step`` is a 0-d float tensor, as torch keeps it, and so are NAdam's
+``mu_product`` and ASGD's ``eta`` and ``mu``; Adafactor keeps torch's row and column
+factors), ``zero_grad``, closures, hooks and torch's LR schedulers, and ``state_dict``
+/ ``load_state_dict`` interchangeable with torch's own optimizer in both directions.
+The step itself runs fastopt's compiled kernels on NumPy views of the parameters,
+gradients and state tensors (zero-copy): one validated task table for all parameters,
+one call, without the GIL.
 
 There is one class per row of the fastopt registry (``fastopt.ALGORITHMS``), with the
 row's class name.  Where torch has the algorithm, the constructor takes torch's exact
@@ -88,6 +90,18 @@ def _grad_view(param, label):
     if not grad.is_contiguous():
         grad = grad.contiguous()  # only read: a copy changes nothing but the time
     return grad.detach().numpy()
+
+
+def _scalar_view(state, name, label):
+    """A NumPy view of the 1-element CPU float tensor ``state[name]`` (``step``,
+    NAdam's ``mu_product``, ...), which the step reads and then updates in place."""
+    tensor = state.get(name)
+    if not isinstance(tensor, torch.Tensor) or tensor.numel() != 1 \
+            or tensor.device.type != "cpu" or not tensor.is_floating_point() \
+            or tensor.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"state[{name!r}] of {label} must be a 1-element CPU float32 or "
+                        f"float64 tensor, got {tensor!r}")
+    return tensor.detach().numpy()
 
 
 def _hyper_value(value):
@@ -226,31 +240,48 @@ class Optimizer(torch.optim.Optimizer):
     def __setstate__(self, state):
         super().__setstate__(state)
         # A state dict from another torch version (or a group saved without some
-        # option) keeps only its own keys; fill in the rest from our defaults.
+        # option) keeps only its own keys; fill in the rest from our defaults.  Only
+        # our own options: torch's base __setstate__ adds differentiable=False to
+        # `defaults` even for classes (Adafactor, Lion, ...) that have no such option.
+        options = [*self.algorithm.hyper_names, *self._torch_options]
         for group in self.param_groups:
-            for name, default in self.defaults.items():
-                group.setdefault(name, default)
+            for name in options:
+                if name in self.defaults:
+                    group.setdefault(name, self.defaults[name])
+        scalar_names = [spec.name for spec in self.algorithm.scalar_state]
         for param_state in self.state.values():
             step = param_state.get("step")
             if step is not None and not isinstance(step, torch.Tensor):
                 param_state["step"] = torch.tensor(float(step), dtype=_get_scalar_dtype())
+            # torch's load_state_dict casts every state tensor but `step` to its
+            # parameter's dtype; the scalar state (mu_product, eta, mu) lives in the
+            # dtype it was created in, as fastopt computes it, so put it back there
+            for name in scalar_names:
+                value = param_state.get(name)
+                if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                    param_state[name] = torch.tensor(float(value), dtype=_get_scalar_dtype())
+                elif isinstance(value, torch.Tensor) and value.dtype != _get_scalar_dtype() \
+                        and value.is_floating_point():
+                    param_state[name] = value.to(_get_scalar_dtype())
 
     # -- the step ------------------------------------------------------------------
 
     def _new_state(self, param, hyper):
         """The state a parameter starts with, as torch creates it: a 0-d ``step``
-        tensor and the buffers with a starting value that the options `hyper` use.
+        tensor, 0-d tensors of the scalar state at their starting values (NAdam's
+        ``mu_product``, ASGD's ``eta`` and ``mu``), and the buffers with a starting
+        value that the options `hyper` use, in the shapes the registry gives.
         Buffers the kernel fills on its first step are created by `step`."""
         algorithm = self.algorithm
         state = {}
         if algorithm.tracks_step:
             state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
-        for spec in algorithm.state:
-            if not spec.needed(hyper):
-                continue
-            if spec.fill is not None:
-                state[spec.name] = torch.full_like(param, spec.fill(hyper),
-                                                   memory_format=torch.preserve_format)
+        for name, value in algorithm.initial_scalar_state(hyper).items():
+            state[name] = torch.tensor(value, dtype=_get_scalar_dtype())
+        fills = {spec.name: spec.fill for spec in algorithm.state}
+        for name, shape in algorithm.state_shapes(hyper, tuple(param.shape)).items():
+            if fills[name] is not None:
+                state[name] = param.new_full(shape, fills[name](hyper))
         return state
 
     @torch.no_grad()
@@ -282,7 +313,6 @@ class Optimizer(torch.optim.Optimizer):
         for group_index, group in enumerate(self.param_groups):
             hyper = self._check_options(group, f"param_groups[{group_index}]")
             packed = algorithm.pack(hyper)
-            needed = [spec.needed(hyper) for spec in algorithm.state]
             for param_index, param in enumerate(group["params"]):
                 if param.grad is None:
                     continue
@@ -292,35 +322,37 @@ class Optimizer(torch.optim.Optimizer):
                 created = {}
                 if not state:
                     state = created = self._new_state(param, hyper)
-                first_step = False
-                for spec, need in zip(algorithm.state, needed):
-                    if not need:
-                        buffers.append(None)
-                        continue
-                    buffer = state.get(spec.name)
-                    if buffer is None:
-                        if spec.fill is not None:
-                            raise ValueError(f"state of {label} is missing {spec.name!r}")
-                        buffer = created[spec.name] = torch.empty_like(
-                            param, memory_format=torch.preserve_format)
-                        first_step = True
-                    _check_tensor(buffer, f"state[{spec.name!r}] of {label}", "state")
-                    buffers.append(buffer.detach().numpy())
+
+                def allocate(name, shape, fill, param=param, label=label):
+                    if fill is not None:  # _new_state made it, unless it was removed
+                        raise ValueError(f"state of {label} is missing {name!r}")
+                    return param.new_empty(shape)
+
+                state_buffers, kernel_filled, first_step = algorithm.step_buffers(
+                    hyper, tuple(param.shape), state, allocate)
+                created.update(kernel_filled)
+                for spec, buffer in zip(algorithm.state, state_buffers):
+                    if buffer is not None:
+                        _check_tensor(buffer, f"state[{spec.name!r}] of {label}", "state")
+                        buffer = buffer.detach().numpy()
+                    buffers.append(buffer)
                 step_view = None
                 step = 0
                 if algorithm.tracks_step:
-                    step_tensor = state.get("step")
-                    if not isinstance(step_tensor, torch.Tensor) or step_tensor.numel() != 1 \
-                            or step_tensor.device.type != "cpu":
-                        raise TypeError(f"state['step'] of {label} must be a 1-element CPU "
-                                        f"tensor, got {step_tensor!r}")
-                    step_view = step_tensor.detach().numpy()
+                    step_view = _scalar_view(state, "step", label)
                     # torch increments the step in its own dtype before using it
                     step = float(step_view + step_view.dtype.type(1))
+                scalar_views = {spec.name: _scalar_view(state, spec.name, label)
+                                for spec in algorithm.scalar_state}
+                advanced, scalar_state = algorithm.advance_scalars(
+                    hyper, step, {name: view.item() for name, view in scalar_views.items()})
                 tasks.append((algorithm.kernel, tuple(buffers),
-                              algorithm.scalars(list(packed), step, first_step)))
+                              algorithm.scalars(list(packed), step, first_step,
+                                                advanced=advanced)))
                 labels.append(label)
-                updates.append((param, created, step_view))
+                updates.append((param, created, step_view,
+                                [(scalar_views[name], value)
+                                 for name, value in scalar_state.items()]))
         buffer_names = algorithm.buffer_names
 
         def label(task, slot):
@@ -331,11 +363,14 @@ class Optimizer(torch.optim.Optimizer):
             return f"state[{buffer_names[slot]!r}] of {labels[task]}"
 
         _kernels.run(tasks, label)
-        for param, created, step_view in updates:
+        for param, created, step_view, scalar_updates in updates:
             if created:
                 self.state[param].update(created)
             if step_view is not None:
                 step_view += step_view.dtype.type(1)
+            # in place, as torch updates its 0-d tensors (mu_product *= mu, eta.copy_)
+            for view, value in scalar_updates:
+                view[...] = value
         return loss
 
 

@@ -337,21 +337,30 @@ def test_every_algorithm_is_covered():
     assert covered == {a.name for a in ALGORITHMS}
 
 
-def test_numpy_and_torch_optimizers_read_each_others_checkpoints(tmp_path):
+def richest_config(algorithm):
+    """The algorithm's test configuration that keeps the most state buffers."""
+    def buffers(config):
+        return sum(s.needed(dict(algorithm.defaults, **config)) for s in algorithm.state)
+    return dict(algorithm.defaults, **max(algorithm.configs, key=buffers))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.name)
+def test_numpy_and_torch_optimizers_read_each_others_checkpoints(tmp_path, algorithm):
     """The format is the same for both front ends: a NumPy run can continue in torch
-    and the reverse, with the same trajectory."""
+    and the reverse, with the same trajectory, for every algorithm (scalar state
+    such as NAdam's mu_product, Adafactor's factored state)."""
     torch = pytest.importorskip("torch")
     import fastopt.torch as fotorch
 
-    algorithm = fastopt.get_algorithm("adam")
-    hyper = dict(algorithm.defaults, lr=0.01, amsgrad=True)
+    hyper = richest_config(algorithm)
     params, numpy_run = make_optimizer(algorithm, hyper, np.float64)
     run(numpy_run, 0, 4, np.float64)
     fastopt.save(numpy_run, tmp_path / "numpy.ckpt")
     tensors = [torch.tensor(p.copy(), requires_grad=True) for p in params]
-    torch_run = fotorch.Adam([{"params": tensors[:2]}, {"params": tensors[2:]}])
+    torch_run = getattr(fotorch, algorithm.cls_name)([{"params": tensors[:2]},
+                                                      {"params": tensors[2:]}])
     fastopt.load(torch_run, tmp_path / "numpy.ckpt")
-    assert torch_run.param_groups[1]["lr"] == 0.005
+    assert torch_run.param_groups[1]["lr"] == hyper["lr"] / 2
     for step in range(4, 8):
         grads = gradients(step, np.float64)
         numpy_run.step(grads)
@@ -364,3 +373,90 @@ def test_numpy_and_torch_optimizers_read_each_others_checkpoints(tmp_path):
     back, resumed = make_optimizer(algorithm, dict(algorithm.defaults), np.float64)
     fastopt.load(resumed, tmp_path / "torch.ckpt")
     assert_same(snapshot(numpy_run), (snapshot(resumed)[0], snapshot(resumed)[1]))
+
+
+def torch_state(optimizer, tensors):
+    """A copy of a fastopt.torch optimizer's state, keyed by parameter position."""
+    return {i: {k: v.clone() for k, v in optimizer.state[t].items()}
+            for i, t in enumerate(tensors) if t in optimizer.state}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("algorithm,hyper", algorithm_configs())
+def test_torch_resume_is_bit_identical(algorithm, hyper, dtype, tmp_path):
+    """fastopt.torch optimizers resume from a checkpoint exactly, state tensors (0-d
+    scalar state and step included) in the same dtypes."""
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as fotorch
+
+    def make(seed):
+        rng = np.random.default_rng(seed)
+        tensors = [torch.tensor(rng.standard_normal(s).astype(dtype), requires_grad=True)
+                   for s in SHAPES]
+        return tensors, getattr(fotorch, algorithm.cls_name)(
+            [{"params": tensors[:2]}, {"params": tensors[2:], "lr": hyper["lr"] / 2}],
+            **hyper)
+
+    def steps(optimizer, tensors, first, last):
+        for step in range(first, last):
+            for t, g in zip(tensors, gradients(step, dtype)):
+                t.grad = None if g is None else torch.from_numpy(g)
+            optimizer.step()
+
+    tensors, uninterrupted = make(0)
+    steps(uninterrupted, tensors, 0, 5)
+    fastopt.save(uninterrupted, tmp_path / "torch.ckpt")
+    at_save = [t.detach().clone() for t in tensors]
+    steps(uninterrupted, tensors, 5, 12)
+
+    restored, resumed = make(99)
+    with torch.no_grad():
+        for t, value in zip(restored, at_save):
+            t.copy_(value)
+    fastopt.load(resumed, tmp_path / "torch.ckpt")
+    steps(resumed, restored, 5, 12)
+    for t, u in zip(restored, tensors):
+        assert torch.equal(t, u)
+    expected, got = torch_state(uninterrupted, tensors), torch_state(resumed, restored)
+    assert expected.keys() == got.keys()
+    for i in expected:
+        assert expected[i].keys() == got[i].keys()
+        for key, value in expected[i].items():
+            assert got[i][key].dtype == value.dtype, (i, key)
+            assert torch.equal(got[i][key], value), (i, key)
+
+
+def test_scalar_state_is_stored_exactly_and_checked(tmp_path):
+    """NAdam's mu_product travels in the header as a hexadecimal float (exact); an
+    unknown or unreadable scalar is refused and leaves the optimizer untouched."""
+    algorithm = fastopt.get_algorithm("nadam")
+    _, optimizer = make_optimizer(algorithm, dict(algorithm.defaults, lr=0.01), np.float32)
+    run(optimizer, 0, 3, np.float32)
+    path = tmp_path / "nadam.ckpt"
+    fastopt.save(optimizer, path)
+    data = path.read_bytes()
+    length = int.from_bytes(data[8:16], "little")
+    header = json.loads(data[16:16 + length])
+    for entry in header["state"]:
+        value = float.fromhex(entry["scalars"]["mu_product"])
+        assert value == optimizer.state[entry["param"]]["mu_product"]
+        assert value != 1.0  # advanced: the test would prove nothing otherwise
+    for change, message in [
+            (lambda h: h["state"][0]["scalars"].update(bogus="0x1p+0"), "unknown key 'bogus'"),
+            (lambda h: h["state"][0]["scalars"].update(mu_product="one"), "hexadecimal"),
+            (lambda h: h["state"][0].pop("scalars"), "mu_product"),
+    ]:
+        path.write_bytes(data)
+        rewrite_header(path, change)
+        _, fresh = make_optimizer(algorithm, dict(algorithm.defaults), np.float32)
+        before = snapshot(fresh)
+        with pytest.raises(ValueError, match=message):
+            fastopt.load(fresh, path)
+        assert_same(before, snapshot(fresh))
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as fotorch
+    tensors = [torch.zeros(s, dtype=torch.float32, requires_grad=True) for s in SHAPES]
+    torch_optimizer = fotorch.NAdam([{"params": tensors[:2]}, {"params": tensors[2:]}])
+    with pytest.raises(CheckpointError, match="lacks the scalar state"):
+        fastopt.load(torch_optimizer, path)  # still the file without scalars
+    assert len(torch_optimizer.state) == 0

@@ -334,10 +334,14 @@ def _as_step(value, label):
         raise TypeError(f"{label} must be a whole number, got bool")
     try:
         step = int(value)
+    except OverflowError:  # float infinity
+        raise ValueError(f"{label} must be a whole number >= 0, got {value!r}") from None
     except (TypeError, ValueError):
         raise TypeError(f"{label} must be a whole number, got {type(value).__name__}") from None
     if step != value or step < 0:
         raise ValueError(f"{label} must be a whole number >= 0, got {value!r}")
+    if step >= functional.MAX_STEP:  # the next step would be past what a double holds
+        raise ValueError(f"{label} must be below 2**53, got {value!r}")
     return step
 
 

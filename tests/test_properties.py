@@ -8,7 +8,9 @@ smallest magnitudes -- and sizes from 0 up past a few vector widths.  The proper
 * ``maximize=True`` on g gives the bits of ``maximize=False`` on -g;
 * ``lr=0`` leaves the parameter's bits alone (except that IEEE addition turns -0.0 +
   +0.0 into +0.0, as torch does), as long as the update itself is not NaN;
-* NaN and infinity in a gradient end up in the same elements as in torch.optim.
+* NaN and infinity in a gradient end up in the same elements as in torch.optim;
+* where the build can run kernels on several threads, every thread count gives the
+  bits of one thread.
 """
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import fastopt
 from conftest import ALGORITHMS, DTYPES, functional_kwargs, new_state
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
@@ -170,3 +173,31 @@ def test_nan_and_inf_in_a_gradient_propagate_as_in_torch(algorithm, dtype, data)
         mine = ours.state[0][key]
         np.testing.assert_array_equal(np.isnan(mine), np.isnan(value), err_msg=key)
         np.testing.assert_array_equal(np.isinf(mine), np.isinf(value), err_msg=key)
+
+
+@pytest.mark.skipif(not (hasattr(fastopt, "set_num_threads")
+                         and hasattr(fastopt, "get_num_threads")),
+                    reason="this build has no thread-count control")
+@pytest.mark.parametrize("algorithm,dtype", cases())
+def test_results_do_not_depend_on_the_thread_count(algorithm, dtype):
+    """Every thread count gives the bits of one thread, below and above any threshold
+    for going parallel, with sizes that do not divide evenly between threads."""
+    # restore the setting, not the count it resolves to (0 there means "follow OpenMP")
+    setting = getattr(fastopt._kernels, "get_num_threads_setting", None)
+    saved = setting() if setting is not None else fastopt.get_num_threads()
+    rng = np.random.default_rng(11)
+    try:
+        for n in (1001, 2**21 + 7):
+            hyper = dict(algorithm.defaults, **algorithm.configs[-1])
+            start = rng.standard_normal(n).astype(dtype)
+            grads = [rng.standard_normal(n).astype(dtype) for _ in range(2)]
+            results = []
+            for threads in (1, 2, 3, 4):
+                fastopt.set_num_threads(threads)
+                param = start.copy()
+                state = run_kernel(algorithm, hyper, param, grads)
+                results.append((param.tobytes(),
+                                [None if b is None else b.tobytes() for b in state]))
+            assert all(r == results[0] for r in results[1:]), f"n={n}"
+    finally:
+        fastopt.set_num_threads(None if setting is not None and saved == 0 else saved)

@@ -104,3 +104,16 @@ def test_pyx_loops_use_wide_indices():
                 # a narrow index may only count dimensions (at most 64) or a literal
                 assert "NDIM" in bound or bound.strip().isdigit(), \
                     f"{path.name}: for {var} in range({bound}) with a narrow {var}"
+
+
+def test_every_kernel_fits_the_task_arrays():
+    """The runner copies each kernel's buffers into ``fo_task.buf[FO_MAX_BUFS]`` and its
+    scalars into ``FO_MAX_HYPER`` doubles per task: a kernel with more would write past
+    them."""
+    from fastopt import _kernels
+    header = (ROOT / "csrc" / "fastopt.h").read_text()
+    max_bufs = int(re.search(r"#define\s+FO_MAX_BUFS\s+(\d+)", header).group(1))
+    max_hyper = int(re.search(r"#define\s+FO_MAX_HYPER\s+(\d+)", header).group(1))
+    for name, (buffers, scalars) in _kernels.KERNELS.items():
+        assert len(buffers) <= max_bufs, name
+        assert len(scalars) <= max_hyper, name

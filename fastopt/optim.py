@@ -242,8 +242,13 @@ class Optimizer:
 
         Everything is checked first (group count and sizes, hyperparameters, state
         keys, shapes and dtypes); on any error nothing changes.  The buffers are
-        copied, so the loaded dict stays independent of the optimizer.
+        copied, so the loaded dict stays independent of the optimizer.  It holds the
+        step lock: a step running in another thread finishes first.
         """
+        with self._lock:
+            self._load_state_dict(state_dict)
+
+    def _load_state_dict(self, state_dict: Mapping) -> None:
         algorithm = self.algorithm
         if not isinstance(state_dict, Mapping) or "state" not in state_dict \
                 or "param_groups" not in state_dict:

@@ -127,3 +127,55 @@ def test_one_optimizer_from_two_threads_is_serialized(algorithm):
         result = snapshot(opt)
         assert result in outcomes.values(), \
             f"trial {trial}: the result is no sequential interleaving of the two threads"
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.name)
+def test_load_state_dict_during_steps_is_serialized(algorithm):
+    """One thread takes three steps while another loads a saved state once: the result
+    must be that of loading before the first step, between two steps or after the
+    last -- never a step whose update lands in the old buffers but whose step count
+    lands in the loaded state."""
+    hyper = max(configs(algorithm, len(algorithm.configs)),
+                key=lambda h: sum(s.needed(h) for s in algorithm.state))
+    rng = np.random.default_rng(2)
+    start = rng.standard_normal(SIZE)
+    warmup = [rng.standard_normal(SIZE) for _ in range(2)]
+    grads = [rng.standard_normal(SIZE) for _ in range(3)]
+
+    def fresh():
+        opt = algorithm.cls([start.copy()], **hyper)
+        for g in warmup[:1]:
+            opt.step([g])
+        return opt
+
+    donor = fresh()
+    for g in warmup:
+        donor.step([g])
+    saved = donor.state_dict()  # a different point of the same run: two steps in
+
+    outcomes = set()
+    for load_at in range(len(grads) + 1):
+        opt = fresh()
+        for i, g in enumerate(grads):
+            if i == load_at:
+                opt.load_state_dict(saved)
+            opt.step([g])
+        if load_at == len(grads):
+            opt.load_state_dict(saved)
+        outcomes.add(snapshot(opt))
+    assert len(outcomes) == len(grads) + 1, "each loading point must give its own result"
+
+    for trial in range(6):
+        opt = fresh()
+
+        def steps():
+            for g in grads:
+                opt.step([g])
+
+        def load():
+            # let the first step start, then load while a step is likely running
+            threading.Event().wait(0.0005 * trial)
+            opt.load_state_dict(saved)
+
+        run_threads([steps, load])
+        assert snapshot(opt) in outcomes, f"trial {trial}: a step and a load interleaved"

@@ -28,6 +28,16 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/statm"),
                                 reason="resident memory is read from /proc/self/statm")
 
 
+def under_address_sanitizer():
+    """AddressSanitizer holds freed memory in quarantine (hundreds of MB), so the
+    resident set grows by design under tools/sanitize.sh; reference counts still count."""
+    try:
+        with open("/proc/self/maps") as f:
+            return "libasan" in f.read()
+    except OSError:
+        return False
+
+
 def resident_pages():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1])
@@ -149,4 +159,5 @@ def test_no_growth_over_10000_steps(algorithm, path):
     gc.collect()
     assert [sys.getrefcount(a) for a in watched] == refs, "reference counts changed"
     assert len(gc.get_objects()) == objects, "live Python objects piled up"
-    assert grown <= RSS_SLACK_PAGES, f"resident memory grew by {grown} pages"
+    if not under_address_sanitizer():
+        assert grown <= RSS_SLACK_PAGES, f"resident memory grew by {grown} pages"

@@ -58,15 +58,19 @@ def test_sgd_on_more_than_2_31_float32_elements():
 # -- 64-bit indices everywhere ------------------------------------------------------------
 
 WIDE = {"int64_t", "ptrdiff_t", "size_t", "Py_ssize_t", "npy_intp", "uint64_t"}
-C_FOR = re.compile(r"for\s*\(\s*(?:const\s+)?([A-Za-z_]\w*)\s+([A-Za-z_]\w*)\s*=[^;]*;\s*([^;]*);")
+C_FOR = re.compile(r"for\s*\(\s*(?:const\s+)?([A-Za-z_]\w*)\s+([A-Za-z_]\w*)\s*=([^;]*);"
+                   r"\s*([^;]*);")
+# What an element count or position is called in the kernels and the runner.
+ELEMENTS = re.compile(r"\b(begin|end|n|size|count|ntasks|nelem)\b|->n\b|\.n\b")
 PYX_CDEF = re.compile(r"cdef\s+(?:unsigned\s+)?(int|long|short|char|unsigned)\s+([^=\n]+)")
 PYX_FOR = re.compile(r"for\s+(\w+)\s+in\s+range\(([^\n]*)\)\s*:")
 
 
-def _small_bound(condition, var):
-    """Whether a loop condition bounds `var` by a literal or an ALL_CAPS constant."""
-    bound = re.sub(rf"^\s*{var}\s*(<=|<|!=)\s*", "", condition).strip()
-    return bool(re.fullmatch(r"\d+|[A-Z][A-Z0-9_]*", bound))
+def _counts_elements(var, start, condition):
+    """Whether a loop index starts at or is compared directly with an element count
+    (a narrow index that only counts lanes or table entries is fine)."""
+    compared = re.match(rf"\s*{var}\s*(<=|<|!=|>=|>)\s*(.*)", condition)
+    return bool(ELEMENTS.search(start) or (compared and ELEMENTS.search(compared.group(2))))
 
 
 def c_sources():
@@ -77,8 +81,8 @@ def test_c_loops_over_elements_use_64_bit_indices():
     narrow = []
     for path in c_sources():
         text = path.read_text()
-        for kind, var, condition in C_FOR.findall(text):
-            if kind not in WIDE and not _small_bound(condition, var):
+        for kind, var, start, condition in C_FOR.findall(text):
+            if kind not in WIDE and _counts_elements(var, start, condition):
                 narrow.append(f"{path.relative_to(ROOT)}: for ({kind} {var} ...; {condition})")
     assert not narrow, "loops with narrow indices:\n" + "\n".join(narrow)
     assert len(c_sources()) > 0
@@ -88,22 +92,41 @@ def test_kernel_abi_passes_element_ranges_as_int64():
     header = (ROOT / "csrc" / "fastopt.h").read_text()
     assert re.search(r"int64_t\s+begin,\s*int64_t\s+end", header)
     assert re.search(r"int64_t\s+n;", header)
+    kernel = re.compile(r"FN\(\w+\)\(char \*const \*buf,\s*(\w+)\s+begin,\s*(\w+)\s+end")
+    found = 0
     for path in c_sources():
-        for match in re.finditer(r"FN\(\w+\)\(char \*const \*buf, (\w+) begin, (\w+) end", path.read_text()):
+        for match in kernel.finditer(path.read_text()):
             assert match.groups() == ("int64_t", "int64_t"), path.name
+            found += 1
+    assert found >= len(list((ROOT / "csrc" / "algos").glob("*.h"))), "a kernel not found"
+
+
+def narrow_pyx_loops(text):
+    """``for v in range(bound)`` loops whose `v` its function declares as a C int or
+    narrower and whose bound is an element count (a buffer or dimension count is fine)."""
+    found, narrow = [], set()
+    for line in text.splitlines():
+        if re.match(r"\s*(?:def|cdef|cpdef)\b[^=]*\(", line):
+            narrow = set()  # a new function: its own declarations
+        declared = PYX_CDEF.match(line.strip())
+        if declared:
+            narrow |= {n.strip().split()[0].lstrip("*") for n in declared.group(2).split(",")
+                       if n.strip()}
+        for var, bound in PYX_FOR.findall(line):
+            if var in narrow and (ELEMENTS.search(bound) or "SIZE" in bound
+                                  or "nbytes" in bound):
+                found.append(line.strip())
+    return found
 
 
 def test_pyx_loops_use_wide_indices():
-    for path in sorted((ROOT / "fastopt").glob("*.pyx")):
-        text = path.read_text()
-        narrow = set()
-        for _, names in PYX_CDEF.findall(text):
-            narrow |= {n.strip().split()[0] for n in names.split(",") if n.strip()}
-        for var, bound in PYX_FOR.findall(text):
-            if var in narrow:
-                # a narrow index may only count dimensions (at most 64) or a literal
-                assert "NDIM" in bound or bound.strip().isdigit(), \
-                    f"{path.name}: for {var} in range({bound}) with a narrow {var}"
+    pyx = sorted((ROOT / "fastopt").glob("*.pyx"))
+    assert pyx
+    for path in pyx:
+        narrow = narrow_pyx_loops(path.read_text())
+        assert not narrow, f"{path.name}: narrow loop indices over elements: {narrow}"
+    # the check does see a narrow index over elements
+    assert narrow_pyx_loops("def f(n):\n    cdef int i\n    for i in range(n):\n")
 
 
 def test_every_kernel_fits_the_task_arrays():

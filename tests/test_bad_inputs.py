@@ -32,9 +32,16 @@ def richest_config(algorithm):
     return max(configs, key=lambda h: sum(s.needed(h) for s in algorithm.state))
 
 
+def state_shape(spec, shape):
+    """The shape of state `spec` for a parameter of `shape` (a factored state differs)."""
+    shape_for = getattr(spec, "shape_for", None)
+    return shape if shape_for is None else shape_for(shape)
+
+
 def needed_slots(algorithm, hyper):
     """Names of the buffers the functional call takes with `hyper` (None-free)."""
-    return ["param", "grad"] + [s.name for s in algorithm.state if s.needed(hyper)]
+    return ["param", "grad"] + [s.name for s in algorithm.state
+                                if s.needed(hyper) and state_shape(s, SHAPE) is not None]
 
 
 def assert_names(excinfo, names):
@@ -179,7 +186,30 @@ BAD_VALUES = {
               ((0.9, "0.99"), TypeError), ((None, 0.999), TypeError)],
     "bool": [(1, TypeError), (0, TypeError), ("True", TypeError), (None, TypeError),
              (1.0, TypeError), (np.array(True), TypeError)],
+    "pair": [((math.nan, 1.0), ValueError), ((1.0, math.nan), ValueError), (0.5, TypeError),
+             ((1.0,), TypeError), (None, TypeError), (("a", 1.0), TypeError)],
+    "real": [(math.nan, ValueError), ("1", TypeError), (None, TypeError), (True, TypeError)],
+    "etas": [((1.5, 1.2), ValueError), ((0.5, 0.9), ValueError), ((0.0, 1.2), ValueError),
+             ((math.nan, 1.2), ValueError), ((0.5, math.nan), ValueError), (0.5, TypeError),
+             ((0.5,), TypeError), (None, TypeError)],
+    "betas3": [((1.0, 0.9, 0.9), ValueError), ((0.9, -0.1, 0.9), ValueError),
+               ((0.9, 0.9, math.nan), ValueError), ((0.9, 0.9), TypeError), (0.9, TypeError),
+               (None, TypeError)],
+    "nonpos": [(0.1, ValueError), (math.inf, ValueError), (-math.inf, ValueError),
+               (math.nan, ValueError), (HUGE, ValueError), ("0", TypeError), (None, TypeError)],
+    "at_least_one": [(0.5, ValueError), (0, ValueError), (-1.0, ValueError),
+                     (math.inf, ValueError), (math.nan, ValueError), (None, TypeError),
+                     ("2", TypeError)],
+    "adafactor_eps": [((-1.0, 1e-3), ValueError), ((None, -1e-3), ValueError),
+                      ((None, math.nan), ValueError), ((None, math.inf), ValueError),
+                      (1e-30, TypeError), ((None,), TypeError), (None, TypeError)],
 }
+# A check kind this file does not know yet still gets the wrong types.
+GENERIC_BAD_VALUES = [(None, TypeError), ("0.5", TypeError), (object(), TypeError)]
+
+
+def bad_values(kind):
+    return BAD_VALUES.get(kind, GENERIC_BAD_VALUES)
 
 
 def hyper_names(h):
@@ -202,7 +232,7 @@ def hyper_cases(functional_only):
         for h in algorithm.hyper:
             if functional_only and h.kernel_names == ():
                 continue
-            for index, (value, exc) in enumerate(BAD_VALUES[h.check]):
+            for index, (value, exc) in enumerate(bad_values(h.check)):
                 cases.append(pytest.param(algorithm, h, value, exc,
                                           id=f"{algorithm.name}-{h.name}-{index}"))
     return cases
@@ -224,8 +254,9 @@ class FunctionalCall:
         rng = np.random.default_rng(seed)
         self.slots = needed_slots(algorithm, self.hyper)
         self.buffers = {}
+        shapes = {spec.name: state_shape(spec, SHAPE) for spec in algorithm.state}
         for name in self.slots:
-            values = rng.standard_normal(SHAPE)
+            values = rng.standard_normal(shapes.get(name, SHAPE))
             self.buffers[name] = (values if name in ("param", "grad") else np.abs(values)
                                   ).astype(dtype)
         self.kwargs = functional_kwargs(algorithm, self.hyper, 3, False)
@@ -679,7 +710,7 @@ def state_dict_cases(algorithm):
             cases.append((f"{key}-missing", lambda sd, k=key: _edit(sd, 0, k, delete=True),
                           ValueError, label))
     for h in algorithm.hyper:
-        for index, (value, exc) in enumerate(BAD_VALUES[h.check][:3]):
+        for index, (value, exc) in enumerate(bad_values(h.check)[:3]):
             cases.append((f"group-{h.name}-{index}", lambda sd, n=h.name, v=value: dict(
                 sd, param_groups=[sd["param_groups"][0], dict(sd["param_groups"][1], **{n: v})]),
                 exc, "|".join(re.escape(n) for n in hyper_names(h))))
@@ -755,7 +786,9 @@ def _reference_run(algorithm, dtype, make_grad, tmp_path, shape=SHAPE, steps=3):
     hyper = richest_config(algorithm)
     call = FunctionalCall(algorithm, dtype)
     rng = np.random.default_rng(3)
-    call.buffers = {k: np.resize(v, shape) for k, v in call.buffers.items()}
+    shapes = {spec.name: state_shape(spec, shape) for spec in algorithm.state}
+    call.buffers = {k: np.resize(v, shapes.get(k, shape)) for k, v in call.buffers.items()
+                    if shapes.get(k, shape) is not None}
     ref = {k: v.copy() for k, v in call.buffers.items()}
     for step in range(1, steps + 1):
         plain = rng.standard_normal(shape).astype(dtype)

@@ -30,7 +30,9 @@ with atheris.instrument_imports(include=["fastopt"]):
 
 import numpy as np
 
-ALGORITHMS = list(fastopt.ALGORITHMS.values())
+# Algorithms whose functional also takes scalars derived from scalar state
+# (``Algorithm.advanced``, where the registry has it) are not fuzzed yet.
+ALGORITHMS = [a for a in fastopt.ALGORITHMS.values() if not getattr(a, "advanced", ())]
 DTYPES = [np.float32, np.float64, np.float32, np.float64, np.float16, np.int32, np.int64,
           np.bool_, np.complex64, np.complex128, np.longdouble, object, ">f4", ">f8"]
 MAX_SIZE = 40
@@ -73,6 +75,13 @@ def hyper_value(fdp, hyper, algorithm, hostile):
     kind = hyper.check
     if kind == "bool":
         return bad_or(fdp, fdp.ConsumeBool(), hostile)
+    if kind not in ("nonneg", "finite", "unit", "betas"):
+        # other kinds: configured values and the default, or (hostile) anything
+        values = [c[hyper.name] for c in algorithm.configs if hyper.name in c]
+        if not hostile or fdp.ConsumeIntInRange(0, 1):
+            return pick(fdp, values + [hyper.default])
+        return bad_or(fdp, pick(fdp, [some_float(fdp), (some_float(fdp), some_float(fdp)),
+                                      (some_float(fdp),) * 3]), hostile)
     if kind == "betas":
         if not hostile or fdp.ConsumeIntInRange(0, 3):
             pair = tuple(pick(fdp, [0.0, 0.3, 0.9, 0.99, 0.999, 1 - 2**-52,
@@ -92,21 +101,51 @@ def hyper_value(fdp, hyper, algorithm, hostile):
 
 # -- an independent judgement of legality ---------------------------------------------
 
-def _real_ok(v, low, high, high_open):
+def _as_float(v):
+    """`v` as a float (an int beyond the double range as a signed infinity), or None if
+    it is no real number (bools are not)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        return False
-    v = float(v) if abs(v) < 1e308 or not isinstance(v, int) else math.inf
-    return low <= v and (v < high if high_open else v <= high)
+        return None
+    try:
+        return float(v)
+    except OverflowError:
+        return math.copysign(math.inf, v)
+
+
+def _real_ok(v, low, high, high_open):
+    v = _as_float(v)
+    return v is not None and low <= v and (v < high if high_open else v <= high)
+
+
+def _reals(value, count):
+    return (isinstance(value, (tuple, list)) and len(value) == count
+            and all(_as_float(v) is not None for v in value))
 
 
 def hyper_legal(hyper, value):
     kind = hyper.check
     if kind == "bool":
         return isinstance(value, (bool, np.bool_))
+    if kind == "real":
+        return _real_ok(value, -math.inf, math.inf, False)  # NaN fails the comparison
+    if kind == "nonpos":
+        return _real_ok(value, -math.inf, 0.0, False) and _as_float(value) != -math.inf
+    if kind == "at_least_one":
+        return _real_ok(value, 1.0, math.inf, True)
+    if kind == "pair":
+        return _reals(value, 2) and not any(math.isnan(_as_float(v)) for v in value)
+    if kind == "etas":
+        return _reals(value, 2) and 0.0 < _as_float(value[0]) < 1.0 < _as_float(value[1])
+    if kind == "betas3":
+        return _reals(value, 3) and all(0.0 <= _as_float(v) < 1.0 for v in value)
+    if kind == "adafactor_eps":
+        return (isinstance(value, (tuple, list)) and len(value) == 2
+                and (value[0] is None or _real_ok(value[0], 0.0, math.inf, True))
+                and _real_ok(value[1], 0.0, math.inf, True))
     if kind == "nonneg":
         return _real_ok(value, 0.0, math.inf, True)
     if kind == "finite":
-        return _real_ok(value, -math.inf, math.inf, True) and math.isfinite(value)
+        return _real_ok(value, -math.inf, math.inf, True) and _as_float(value) != -math.inf
     if kind == "unit":
         return _real_ok(value, 0.0, 1.0, False)
     if kind == "betas":
@@ -115,16 +154,16 @@ def hyper_legal(hyper, value):
     raise AssertionError(f"the harness does not know the check {kind!r}")
 
 
-def buffers_legal(buffers, written):
+def buffers_legal(buffers, written, shapes):
     arrays = [b for b in buffers if b is not None]
     if len(arrays) != len(buffers) or not all(type(b) is np.ndarray for b in arrays):
         return False
     param = arrays[0]
     if param.dtype not in (np.float32, np.float64) or not param.dtype.isnative:
         return False
-    for b, w in zip(arrays, written):
+    for b, w, shape in zip(arrays, written, shapes):
         if (b.dtype != param.dtype or not b.flags.c_contiguous or not b.flags.aligned
-                or b.shape != param.shape or (w and not b.flags.writeable)):
+                or b.shape != shape or (w and not b.flags.writeable)):
             return False
     for i, (a, wa) in enumerate(zip(arrays, written)):
         for b, wb in zip(arrays[i + 1:], written[i + 1:]):
@@ -203,18 +242,25 @@ def test_one_input(data):
     shape = pick(fdp, [(size,), (size,), (), (1, size), (size, 1), (2, size // 2)])
     count = int(np.prod(shape))
     main_dtype = pick(fdp, DTYPES if hostile else [np.float32, np.float64])
+    # a factored state (State.shape_for, where a registry row has it) has its own
+    # shape, and none (unused) for some parameter shapes
+    slot_shapes = [shape, shape] + [
+        shape if getattr(spec, "shape_for", None) is None else spec.shape_for(shape)
+        for spec in algorithm.state]
     try:
-        state_needed = [s.needed(hyper) for s in algorithm.state]
+        state_needed = [s.needed(hyper) and slot_shapes[2 + i] is not None
+                        for i, s in enumerate(algorithm.state)]
     except Exception:  # noqa: BLE001 -- needed() over values of the wrong type
         state_needed = [True] * len(algorithm.state)
     memory = Memory()
     buffers = []
     for slot in range(len(algorithm.buffer_names)):
+        good_shape = slot_shapes[slot] if slot_shapes[slot] is not None else shape
         values = np.array([some_float(fdp) for _ in range(count)]).reshape(shape)
         if slot >= 2:
             values = np.abs(values)  # state such as a running square starts non-negative
         dtype = main_dtype if not hostile or fdp.ConsumeIntInRange(0, 15) else pick(fdp, DTYPES)
-        buffer_shape = shape if not hostile or fdp.ConsumeIntInRange(0, 15) else pick(
+        buffer_shape = good_shape if not hostile or fdp.ConsumeIntInRange(0, 15) else pick(
             fdp, [(count,), (count + 1,), shape[::-1], (1,) + shape])
         if slot >= 2 and (hostile or not state_needed[slot - 2]) and fdp.ConsumeBool():
             buffers.append(None)
@@ -223,7 +269,7 @@ def test_one_input(data):
         buffers.append(make_buffer(fdp, memory, dtype, buffer_shape, values, hostile,
                                    read_only_ok=slot == 1))
     kwargs = dict(hyper)
-    if algorithm.tracks_step:
+    if "step" in algorithm.per_param:  # the functional takes a step
         kwargs["step"] = step
     if "first_step" in algorithm.per_param:
         kwargs["first_step"] = first_step
@@ -231,7 +277,7 @@ def test_one_input(data):
     # -- the independent judgement
     legal_hyper = all(hyper_legal(h, hyper[h.name]) for h in algorithm.hyper
                       if h.kernel_names != ())
-    if algorithm.tracks_step:
+    if "step" in algorithm.per_param:  # the functional takes a step
         legal_hyper &= (isinstance(step, numbers.Integral) and not isinstance(step, bool)
                         and 1 <= step <= 2**53)
     if "first_step" in algorithm.per_param:
@@ -239,12 +285,14 @@ def test_one_input(data):
     needed = [True, True]
     if legal_hyper:
         try:
-            needed += [s.needed(hyper) for s in algorithm.state]
+            needed += [s.needed(hyper) and slot_shapes[2 + i] is not None
+                       for i, s in enumerate(algorithm.state)]
         except Exception:  # noqa: BLE001 -- a needed() over odd values; judged below
             legal_hyper = False
     used = [b for b, n in zip(buffers, needed) if n] if legal_hyper else []
     written = [slot != 1 for slot, n in enumerate(needed) if n]
-    legal = legal_hyper and buffers_legal(used, written)
+    shapes = [slot_shapes[slot] for slot, n in enumerate(needed) if n]
+    legal = legal_hyper and buffers_legal(used, written, shapes)
     if legal and algorithm.cross_check is not None:
         try:
             algorithm.cross_check(hyper)

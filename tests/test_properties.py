@@ -21,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 import fastopt
 from conftest import ALGORITHMS, DTYPES, functional_kwargs, new_state
 
-SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=20, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow,
                                            HealthCheck.function_scoped_fixture])
 DTYPE_IDS = ["float32", "float64"]

@@ -12,7 +12,7 @@ def check_param(param, label):
     """Raise TypeError/ValueError naming `label` unless `param` can be updated in place."""
     if not isinstance(param, np.ndarray):
         raise TypeError(f"{label} must be a numpy.ndarray, got {type(param).__name__}")
-    if param.dtype not in (np.float32, np.float64):
+    if param.dtype.type not in (np.float32, np.float64):  # '>f4' is byte-swapped float32
         raise TypeError(f"{label} must have dtype float32 or float64, got {param.dtype}")
     if not param.dtype.isnative:
         raise ValueError(f"{label} is byte-swapped; fastopt needs native byte order")

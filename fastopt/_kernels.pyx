@@ -214,7 +214,9 @@ def run(list tasks, labels, int num_threads=0):
                 raise ValueError(f"kernel {name!r} takes {nbuf} buffers, got {len(buffers)}")
             if len(values) != nhyper:
                 raise ValueError(f"kernel {name!r} takes {nhyper} scalars, got {len(values)}")
-            _check_buffer(buffers[0], t, 0, buffers[0], True, labels)
+            # the parameter is checked against nothing (None), so that a non-array
+            # reaches the check and its message rather than Cython's cast error
+            _check_buffer(buffers[0], t, 0, None, True, labels)
             param = <cnp.ndarray>buffers[0]
             table[t].fn = fo_select(entry, cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT64)
             table[t].n = cnp.PyArray_SIZE(param)

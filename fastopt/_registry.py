@@ -27,7 +27,10 @@ __all__ = ["Hyper", "State", "ScalarState", "Algorithm", "ALGORITHMS", "get_algo
 def _real(name, value):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the double range: out of range, not a crash
+        return math.inf if value > 0 else -math.inf
 
 
 def _check_nonneg(name, value, message):

@@ -30,11 +30,18 @@ __all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "
            "adafactor"]
 
 
+#: The largest step count: the kernels receive the step as a double, exact up to 2**53.
+MAX_STEP = 2**53
+
+
 def _check_step(step):
     if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Integral):
         raise TypeError(f"step must be an integer, got {type(step).__name__}")
     if step < 1:
         raise ValueError(f"Invalid step: {step} (the first step is 1)")
+    if step > MAX_STEP:
+        raise ValueError(f"Invalid step: {step} (at most 2**53, the largest a double holds "
+                         "exactly)")
     return int(step)
 
 

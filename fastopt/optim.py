@@ -361,8 +361,13 @@ class Optimizer:
 
         Everything is checked first (group count and sizes, hyperparameters, state
         keys, shapes and dtypes); on any error nothing changes.  The buffers are
-        copied, so the loaded dict stays independent of the optimizer.
+        copied, so the loaded dict stays independent of the optimizer.  It holds the
+        step lock: a step running in another thread finishes first.
         """
+        with self._lock:
+            self._load_state_dict(state_dict)
+
+    def _load_state_dict(self, state_dict: Mapping) -> None:
         algorithm = self.algorithm
         if not isinstance(state_dict, Mapping) or "state" not in state_dict \
                 or "param_groups" not in state_dict:
@@ -477,10 +482,14 @@ def _as_step(value, label):
         raise TypeError(f"{label} must be a whole number, got bool")
     try:
         step = int(value)
+    except OverflowError:  # float infinity
+        raise ValueError(f"{label} must be a whole number >= 0, got {value!r}") from None
     except (TypeError, ValueError):
         raise TypeError(f"{label} must be a whole number, got {type(value).__name__}") from None
     if step != value or step < 0:
         raise ValueError(f"{label} must be a whole number >= 0, got {value!r}")
+    if step >= functional.MAX_STEP:  # the next step would be past what a double holds
+        raise ValueError(f"{label} must be below 2**53, got {value!r}")
     return step
 
 

@@ -311,7 +311,7 @@ cdef int _run_single(int index, tuple buffers, double *hyper, tuple needed,
     if fo_kernels[index].nsums > 0:
         raise ValueError(f"kernel {name!r} has a first pass; use run()")
     memset(&task, 0, sizeof(fo_task))
-    _check_buffer(buffers[0], 0, 0, buffers[0], True, labels)
+    _check_buffer(buffers[0], 0, 0, None, True, labels)
     param = <cnp.ndarray>buffers[0]
     task.fn = fo_select(&fo_kernels[index], cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT64)
     task.n = cnp.PyArray_SIZE(param)
@@ -1009,7 +1009,7 @@ def _run_factored(list tasks, labels):
             if len(buffers) != len(names) or len(values) != len(scalars):
                 raise ValueError(f"kernel {name!r} takes {len(names)} buffers and "
                                  f"{len(scalars)} scalars")
-            _check_buffer(buffers[0], t, 0, buffers[0], True, labels)
+            _check_buffer(buffers[0], t, 0, None, True, labels)
             param = <cnp.ndarray>buffers[0]
             (batch, rows, cols), row_shape, col_shape = factored_shapes((<object>param).shape)
             expected = {"row_var": row_shape, "col_var": col_shape,
@@ -1028,6 +1028,9 @@ def _run_factored(list tasks, labels):
                     raise ValueError(f"{_label(labels, t, s)} must be None for a parameter "
                                      f"of shape {(<object>param).shape}")
                 else:
+                    if not cnp.PyArray_Check(obj):
+                        raise TypeError(f"{_label(labels, t, s)} must be a numpy.ndarray, "
+                                        f"got {type(obj).__name__}")
                     _check_buffer(obj, t, s, obj, True, labels)
                     if cnp.PyArray_TYPE(<cnp.ndarray>obj) != cnp.PyArray_TYPE(param):
                         raise TypeError(f"{_label(labels, t, s)} has dtype {obj.dtype} but "

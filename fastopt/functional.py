@@ -65,7 +65,7 @@ def _apply(name, buffers, hyper, step=None, first_step=False, grad_scale=None,
            if grad_scale is None and advanced is None else None)
     cached = _VALIDATED.get(key) if key is not None else None
     if cached is not None and type(first_step) is bool and (
-            not cached[1] or (type(step) is int and step >= 1)):
+            not cached[1] or (type(step) is int and 1 <= step <= MAX_STEP)):
         kernel, checks_step, packed, needed, step_slot, first_slot, labels = cached
         if _kernels.run_cached(kernel, buffers, packed, needed, step_slot, step or 0,
                                first_slot, first_step, labels):
@@ -89,10 +89,12 @@ def _apply(name, buffers, hyper, step=None, first_step=False, grad_scale=None,
     if not isinstance(first_step, (bool, np.bool_)):
         raise TypeError(f"first_step must be a bool, got {type(first_step).__name__}")
     buffer_names = algorithm.buffer_names
-    shape = getattr(buffers[0], "shape", None)
+    if not isinstance(buffers[0], np.ndarray):  # before the state it decides is needed
+        raise TypeError(f"param must be a numpy.ndarray, got {type(buffers[0]).__name__}")
+    shape = buffers[0].shape
 
     def used(state):
-        return state.needed(hyper) and (shape is None or state.shape_for(shape) is not None)
+        return state.needed(hyper) and state.shape_for(shape) is not None
 
     for state, value in zip(algorithm.state, buffers[2:]):
         if used(state) and value is None:

@@ -804,6 +804,10 @@ def _reference_run(algorithm, dtype, make_grad, tmp_path, shape=SHAPE, steps=3):
     shapes = {spec.name: state_shape(spec, shape) for spec in algorithm.state}
     call.buffers = {k: np.resize(v, shapes.get(k, shape)) for k, v in call.buffers.items()
                     if shapes.get(k, shape) is not None}
+    for spec in algorithm.state:  # state this shape uses that the default shape does not
+        if spec.needed(hyper) and shapes[spec.name] is not None and spec.name not in call.buffers:
+            fill = 0.0 if spec.fill is None else spec.fill(hyper)
+            call.buffers[spec.name] = np.full(shapes[spec.name], fill, dtype)
     ref = {k: v.copy() for k, v in call.buffers.items()}
     for step in range(1, steps + 1):
         plain = rng.standard_normal(shape).astype(dtype)

@@ -158,6 +158,8 @@ def test_no_growth_over_10000_steps(algorithm, path):
     grown = resident_pages() - pages
     gc.collect()
     assert [sys.getrefcount(a) for a in watched] == refs, "reference counts changed"
-    assert len(gc.get_objects()) == objects, "live Python objects piled up"
+    # A leak shows as growth; objects left by earlier tests in the same process (jax's
+    # gc callback once optax was imported, finished threads) may be freed meanwhile.
+    assert len(gc.get_objects()) <= objects, "live Python objects piled up"
     if not under_address_sanitizer():
         assert grown <= RSS_SLACK_PAGES, f"resident memory grew by {grown} pages"

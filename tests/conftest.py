@@ -64,3 +64,26 @@ def random_problem(rng, n, dtype, steps):
         g[rng.random(n) < 0.05] = 0.0
         grads.append(g.astype(dtype))
     return param, grads
+
+
+def snapshot(opt):
+    """Copies of every parameter and state entry of `opt`."""
+    params = [p.copy() for p in opt.params]
+    state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+             for i, s in opt.state.items()}
+    return params, state
+
+
+def assert_unchanged(opt, snap):
+    """Every parameter and state entry of `opt` is byte-identical to `snap`."""
+    params, state = snap
+    for p, q in zip(opt.params, params):
+        assert p.tobytes() == q.tobytes()
+    assert set(opt.state) == set(state)
+    for i, s in state.items():
+        assert set(opt.state[i]) == set(s)
+        for k, v in s.items():
+            if isinstance(v, np.ndarray):
+                assert opt.state[i][k].tobytes() == v.tobytes()
+            else:
+                assert opt.state[i][k] == v

@@ -4,28 +4,8 @@ import numpy as np
 import pytest
 
 import fastopt
-from conftest import ALGORITHMS, DTYPES, algorithm_configs, random_problem
-
-
-def snapshot(opt):
-    params = [p.copy() for p in opt.params]
-    state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
-             for i, s in opt.state.items()}
-    return params, state
-
-
-def assert_unchanged(opt, snap):
-    params, state = snap
-    for p, q in zip(opt.params, params):
-        assert p.tobytes() == q.tobytes()
-    assert set(opt.state) == set(state)
-    for i, s in state.items():
-        assert set(opt.state[i]) == set(s)
-        for k, v in s.items():
-            if isinstance(v, np.ndarray):
-                assert opt.state[i][k].tobytes() == v.tobytes()
-            else:
-                assert opt.state[i][k] == v
+from conftest import (ALGORITHMS, DTYPES, algorithm_configs, assert_unchanged,
+                      random_problem, snapshot)
 
 
 @pytest.mark.parametrize("algorithm,hyper", algorithm_configs())

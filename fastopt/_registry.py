@@ -311,12 +311,14 @@ class Algorithm:
             self.cross_check(hyper)
 
     def pack(self, hyper: Mapping) -> list:
-        """The kernel's scalars for `hyper`, with per-parameter slots left as 0."""
+        """The kernel's scalars for `hyper`: per-parameter slots 0, grad_scale 1."""
         flat = dict(self.fixed)
         for h in self.hyper:
             if h.kernel_names != ():
                 flat.update(h.flatten(hyper[h.name]))
-        # None (Adafactor's eps[0]: "the dtype's epsilon") travels as NaN
+        # None (Adafactor's eps[0]: "the dtype's epsilon") travels as NaN; grad_scale
+        # starts at 1, "no loss scale", so packed scalars run as they are without one
+        flat.setdefault("grad_scale", 1.0)
         return [math.nan if flat.get(n, 0.0) is None else float(flat.get(n, 0.0))
                 for n in self.kernel_scalars]
 

@@ -236,11 +236,11 @@ class Optimizer:
         # prepared plan runs every parameter in one compiled call.
         plan = self._plan
         if plan is not None:
-            step_packed = packed_groups
-            if algorithm._scale_slot is not None:
+            step_packed = packed_groups  # packed with grad_scale 1: no copy without one
+            if grad_scale is not None and algorithm._scale_slot is not None:
                 step_packed = [list(p) for p in packed_groups]
                 for p in step_packed:
-                    p[algorithm._scale_slot] = 1.0 if grad_scale is None else grad_scale
+                    p[algorithm._scale_slot] = grad_scale
             if plan.run(self.param_groups, self.state, grads, step_packed, needed_groups,
                         threads):
                 return

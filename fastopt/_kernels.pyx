@@ -255,93 +255,6 @@ def run(list tasks, labels, int num_threads=0):
         free(spans)
 
 
-def run_one(str name, tuple buffers, tuple values, labels):
-    """:func:`run` for a single task, without heap allocation (the functional API).
-
-    Same checks, same errors, same arguments as ``run([(name, buffers, values)],
-    labels)``.
-    """
-    cdef double hyper[FO_MAX_HYPER]
-    cdef Py_ssize_t k, nhyper
-    index = kernel_index(name)
-    nhyper = len(<tuple>(<tuple>_LAYOUTS[index])[2])
-    if len(values) != nhyper:
-        raise ValueError(f"kernel {name!r} takes {nhyper} scalars, got {len(values)}")
-    for k in range(nhyper):
-        hyper[k] = values[k]
-    _run_single(index, buffers, hyper, None, labels)
-
-
-def run_cached(str name, tuple buffers, tuple packed, tuple needed, int step_slot,
-               step, int first_slot, bint first_step, labels):
-    """The functional API's path for hyperparameters validated before.
-
-    `packed` is the kernel's scalars (``Algorithm.pack``), `step` and `first_step`
-    go to slots `step_slot` and `first_slot` (-1: none), and a state buffer whose
-    `needed` flag is false is passed as NULL.  Returns False, having written
-    nothing, if a needed state buffer is None (the caller then reports it).
-    """
-    cdef double hyper[FO_MAX_HYPER]
-    cdef Py_ssize_t k, nhyper = len(packed)
-    for k in range(2, len(buffers)):
-        if buffers[k] is None and k - 2 < len(needed) and needed[k - 2]:
-            return False
-    if nhyper > FO_MAX_HYPER:
-        raise ValueError("too many scalars")
-    for k in range(nhyper):
-        hyper[k] = packed[k]
-    if step_slot >= 0:
-        hyper[step_slot] = step
-    if first_slot >= 0:
-        hyper[first_slot] = 1.0 if first_step else 0.0
-    _run_single(kernel_index(name), buffers, hyper, needed, labels)
-    return True
-
-
-cdef int _run_single(int index, tuple buffers, double *hyper, tuple needed,
-                     labels) except -1:
-    cdef fo_task task
-    cdef _Span spans[FO_MAX_BUFS]
-    cdef Py_ssize_t s, nbuf, nspans = 0
-    cdef cnp.ndarray param, a
-    name = (<tuple>_LAYOUTS[index])[0]
-    nbuf = len(<tuple>(<tuple>_LAYOUTS[index])[1])
-    if len(buffers) != nbuf:
-        raise ValueError(f"kernel {name!r} takes {nbuf} buffers, got {len(buffers)}")
-    if fo_kernels[index].nsums > 0:
-        raise ValueError(f"kernel {name!r} has a first pass; use run()")
-    memset(&task, 0, sizeof(fo_task))
-    _check_buffer(buffers[0], 0, 0, None, True, labels)
-    param = <cnp.ndarray>buffers[0]
-    task.fn = fo_select(&fo_kernels[index], cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT64)
-    task.n = cnp.PyArray_SIZE(param)
-    for s in range(nbuf):
-        obj = buffers[s]
-        if s >= 2 and needed is not None and not needed[s - 2]:
-            continue  # a buffer the options do not use is not touched
-        if obj is None:
-            if s < 2:
-                raise TypeError(f"{_label(labels, 0, s)} must be a numpy.ndarray, got None")
-            continue
-        if s > 0:
-            _check_buffer(obj, 0, s, param, s != 1, labels)
-        a = <cnp.ndarray>obj
-        task.buf[s] = <char *>cnp.PyArray_DATA(a)
-        if task.n > 0:
-            spans[nspans].start = <uintptr_t>cnp.PyArray_DATA(a)
-            spans[nspans].end = spans[nspans].start + <uintptr_t>cnp.PyArray_NBYTES(a)
-            spans[nspans].writable = s != 1
-            spans[nspans].task = 0
-            spans[nspans].slot = s
-            nspans += 1
-    task.hyper = hyper
-    _check_overlap(spans, nspans, labels)
-    if task.n > 0:
-        with nogil:
-            fo_run_threads(&task, 1, 0)
-    return 0
-
-
 cdef int _span_cmp(const void *a, const void *b) noexcept nogil:
     cdef uintptr_t x = (<const _Span *>a).start, y = (<const _Span *>b).start
     return (x > y) - (x < y)
@@ -573,31 +486,6 @@ def hyper_snapshot(dict group, tuple names):
             out.append(len(value))
             out.extend(value)
     return out
-
-
-def hyper_key(str name, dict hyper):
-    """A hashable key for `name` with hyperparameters `hyper`: every value with its
-    exact type (and those of a tuple's items), so that equal keys mean values that
-    validate alike (``1 == True`` but their types differ).  None when a value is
-    neither a float, int, bool nor a tuple of them."""
-    cdef list key = [name]
-    for k, v in hyper.items():
-        t = type(v)
-        key.append(k)
-        key.append(t)
-        if t is tuple:
-            key.append(len(v))
-            for x in v:
-                tx = type(x)
-                if tx is not float and tx is not int and tx is not bool:
-                    return None
-                key.append(tx)
-                key.append(x)
-        elif t is float or t is int or t is bool:
-            key.append(v)
-        else:
-            return None
-    return tuple(key)
 
 
 def same_objects(list a, list b):
@@ -1073,3 +961,305 @@ from sys import intern as sys_intern
 import os as _os
 if _os.environ.get("FASTOPT_ISA"):
     set_isa(_os.environ["FASTOPT_ISA"].strip().lower())
+
+
+# -- the functional API's compiled front end ---------------------------------------------
+
+from cpython.object cimport PyObject_RichCompareBool, Py_EQ
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
+
+cdef enum:
+    _FAST_SLOTS = 4     # sets of validated hyperparameters a FastStep keeps
+cdef long long _MAX_STEP = 9007199254740992  # 2**53, the largest step a double holds exactly
+
+cdef bint _same_value(object a, object b) noexcept:
+    """Whether hyperparameter values `a` and `b` validate alike and pack to the same
+    scalars: the same object, or the same exact type (float, int, bool, or a tuple of
+    them) and the same value, floats compared bit for bit (so -0.0 is not 0.0)."""
+    cdef double x, y
+    cdef Py_ssize_t i, n
+    if a is b:
+        return True
+    t = type(a)
+    if t is not type(b):
+        return False
+    if t is float:
+        x = PyFloat_AS_DOUBLE(a)
+        y = PyFloat_AS_DOUBLE(b)
+        return memcmp(&x, &y, sizeof(double)) == 0
+    if t is int:
+        try:
+            return PyObject_RichCompareBool(a, b, Py_EQ) == 1
+        except BaseException:
+            return False
+    if t is tuple:
+        n = PyTuple_GET_SIZE(a)
+        if n != PyTuple_GET_SIZE(b):
+            return False
+        for i in range(n):
+            if not _same_value(<object>PyTuple_GET_ITEM(a, i), <object>PyTuple_GET_ITEM(b, i)):
+                return False
+        return True
+    return False  # bool, None: two that are not the same object differ
+
+
+cdef bint _cacheable(object value) noexcept:
+    """Whether `value` is of a type :func:`_same_value` can compare (float, int, bool,
+    None, or a tuple of them)."""
+    t = type(value)
+    if t is float or t is int or t is bool or value is None:
+        return True
+    if t is tuple:
+        for item in value:
+            if not _cacheable(item):
+                return False
+        return True
+    return False
+
+
+cdef int _PRESENT_FLAGS = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+
+
+cdef class FastStep:
+    """The compiled front end of one function of :mod:`fastopt.functional`.
+
+    A call with hyperparameters equal (same types, same values) to ones that passed
+    full validation before, an integer step, exact ``numpy.ndarray`` buffers whose
+    layout the kernel takes and no overlap runs the kernel directly: no dict, no
+    Python-level checks.  Anything else (a first call, new hyperparameters, a
+    subclass, a bad buffer) returns False having written nothing, and the caller
+    takes the full path, which validates everything and raises the documented
+    errors; :meth:`remember` then stores the validated values.
+
+    Parameters
+    ----------
+    kernel : str
+        The kernel's name (element-wise or factored).
+    names : tuple of str
+        The hyperparameters the function passes, in the order it passes them.
+    step_slot, first_slot, scale_slot : int
+        Where the step, the first-step flag and the loss scale go among the kernel's
+        scalars (-1: the kernel has no such scalar).
+    advanced_slots : tuple of int
+        Where the per-step scalars the caller keeps (NAdam's ``mu_product``, ASGD's
+        ``eta`` and ``mu``) go, in the order they are passed.
+    """
+    cdef readonly str kernel
+    cdef readonly tuple names
+    cdef int index           # element-wise table index, or -1 for a factored kernel
+    cdef int factored        # factored table index, or -1
+    cdef int nbuf, nhyper
+    cdef int step_slot, first_slot, scale_slot
+    cdef int nadvanced
+    cdef int advanced_slots[FO_MAX_HYPER]
+    cdef list values        # _FAST_SLOTS validated hyperparameter tuples (or None)
+    cdef double packed[_FAST_SLOTS][FO_MAX_HYPER]
+    cdef int needed[_FAST_SLOTS][FO_MAX_BUFS]
+    cdef Py_ssize_t last_use[_FAST_SLOTS]  # `uses` when each set was last used
+    cdef Py_ssize_t uses
+    cdef readonly Py_ssize_t hits
+
+    def __init__(self, str kernel, tuple names, int step_slot, int first_slot,
+                 int scale_slot, tuple advanced_slots=()):
+        cdef int k
+        self.kernel = kernel
+        self.names = names
+        if kernel in _INDEX:
+            self.index = _INDEX[kernel]
+            self.factored = -1
+            self.nbuf = len(_LAYOUTS[self.index][1])
+            self.nhyper = len(_LAYOUTS[self.index][2])
+        elif kernel in _FACTORED_INDEX:
+            self.index = -1
+            self.factored = _FACTORED_INDEX[kernel]
+            self.nbuf = len(FACTORED[kernel][0])
+            self.nhyper = len(FACTORED[kernel][1])
+        else:
+            raise ValueError(f"no compiled kernel named {kernel!r}")
+        if self.nbuf > FO_MAX_BUFS or self.nhyper > FO_MAX_HYPER:
+            raise ValueError(f"kernel {kernel!r} has too many buffers or scalars")
+        for k in (step_slot, first_slot, scale_slot) + advanced_slots:
+            if k >= self.nhyper:
+                raise ValueError(f"slot {k} is out of range for kernel {kernel!r}")
+        self.step_slot = step_slot
+        self.first_slot = first_slot
+        self.scale_slot = scale_slot
+        self.nadvanced = len(advanced_slots)
+        for k in range(self.nadvanced):
+            self.advanced_slots[k] = advanced_slots[k]
+        self.values = [None] * _FAST_SLOTS
+        self.uses = 0
+        self.hits = 0
+
+    def remember(self, tuple values, packed, needed):
+        """Store `values` (validated) with the kernel scalars `packed` they give
+        (per-step slots as they are) and the `needed` flag of each state buffer.
+        Values of other types than float, int, bool and tuples of them are not
+        stored (their equality cannot be checked here)."""
+        cdef int k, slot
+        if len(packed) != self.nhyper or len(needed) != self.nbuf - 2:
+            raise ValueError("packed scalars or needed flags do not match the kernel")
+        if not _cacheable(values):
+            return
+        self.uses += 1
+        for slot in range(_FAST_SLOTS):
+            if self.values[slot] is not None and _same_value(self.values[slot], values):
+                self.last_use[slot] = self.uses
+                return
+        # replace an empty set, else the one used longest ago
+        slot = 0
+        for k in range(_FAST_SLOTS):
+            if self.values[k] is None:
+                slot = k
+                break
+            if self.last_use[k] < self.last_use[slot]:
+                slot = k
+        self.last_use[slot] = self.uses
+        for k in range(self.nhyper):
+            self.packed[slot][k] = packed[k]
+        for k in range(FO_MAX_BUFS):
+            self.needed[slot][k] = 1 if k < 2 or (k < self.nbuf and needed[k - 2]) else 0
+        self.values[slot] = values
+
+    def forget(self):
+        """Drop every stored set of values."""
+        self.values = [None] * _FAST_SLOTS
+
+    def __call__(self, tuple buffers, tuple values, step=None, first_step=False,
+                 grad_scale=None, tuple advanced=()):
+        return self.run(buffers, values, step, first_step, grad_scale, advanced)
+
+    cpdef bint run(self, tuple buffers, tuple values, object step, object first_step,
+                   object grad_scale, tuple advanced) except -1:
+        """Run the step if everything is known valid; else return False, having
+        written nothing (the caller then takes the full path)."""
+        cdef int slot, k, s, j, nd, typenum, nspans = 0
+        cdef int overflow = 0
+        cdef long long step_value
+        cdef double hyper[FO_MAX_HYPER]
+        cdef double scale
+        cdef fo_task task
+        cdef cnp.ndarray param, a
+        cdef uintptr_t starts[FO_MAX_BUFS]
+        cdef uintptr_t ends[FO_MAX_BUFS]
+        cdef int writable[FO_MAX_BUFS]
+        cdef int64_t n
+        cdef const fo_kernel_entry *entry
+        cdef const fo_factored_entry *fentry
+        cdef fo_factored_fn ffn
+        # hyperparameters validated before
+        for slot in range(_FAST_SLOTS):
+            known = <object>PyList_GET_ITEM(self.values, slot)
+            if known is not None and _same_value(known, values):
+                break
+        else:
+            return False
+        memcpy(hyper, self.packed[slot], self.nhyper * sizeof(double))
+        # per-step scalars
+        if type(first_step) is not bool:
+            return False
+        if self.step_slot >= 0:
+            if type(step) is not int:
+                return False
+            step_value = PyLong_AsLongLongAndOverflow(step, &overflow)
+            if overflow != 0 or step_value < 1 or step_value > _MAX_STEP:
+                return False
+            hyper[self.step_slot] = <double>step_value
+        if self.first_slot >= 0:
+            hyper[self.first_slot] = 1.0 if first_step is True else 0.0
+        if grad_scale is not None:
+            if type(grad_scale) is not float:
+                return False
+            scale = PyFloat_AS_DOUBLE(grad_scale)
+            if not (0.0 < scale < float("inf")):
+                return False
+            if self.scale_slot < 0:
+                return False
+            hyper[self.scale_slot] = scale
+        elif self.scale_slot >= 0:
+            hyper[self.scale_slot] = 1.0
+        if PyTuple_GET_SIZE(advanced) != self.nadvanced:
+            return False
+        for k in range(self.nadvanced):
+            item = <object>PyTuple_GET_ITEM(advanced, k)
+            if type(item) is not float:
+                return False
+            hyper[self.advanced_slots[k]] = PyFloat_AS_DOUBLE(item)
+        # buffers: exact ndarrays of the parameter's dtype, layout and shape
+        if PyTuple_GET_SIZE(buffers) != self.nbuf:
+            return False
+        obj = <object>PyTuple_GET_ITEM(buffers, 0)
+        if not cnp.PyArray_CheckExact(obj):
+            return False
+        param = <cnp.ndarray>obj
+        typenum = cnp.PyArray_TYPE(param)
+        if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+            return False
+        nd = cnp.PyArray_NDIM(param)
+        n = cnp.PyArray_SIZE(param)
+        memset(&task, 0, sizeof(fo_task))
+        for s in range(self.nbuf):
+            obj = <object>PyTuple_GET_ITEM(buffers, s)
+            if self.factored >= 0 and s >= 2:
+                # a parameter of fewer than two dimensions keeps only `variance`, the
+                # last buffer, shaped like itself; anything else takes the full path
+                if nd >= 2:
+                    return False
+                if s < self.nbuf - 1:
+                    if obj is not None:
+                        return False
+                    continue
+            elif not self.needed[slot][s]:
+                continue  # the options do not use this buffer: never touched
+            if not cnp.PyArray_CheckExact(obj):
+                return False
+            a = <cnp.ndarray>obj
+            if cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISNOTSWAPPED(a):
+                return False
+            if (cnp.PyArray_FLAGS(a) & _PRESENT_FLAGS) != _PRESENT_FLAGS:
+                return False
+            if s != 1 and not cnp.PyArray_ISWRITEABLE(a):
+                return False
+            if cnp.PyArray_NDIM(a) != nd:
+                return False
+            for j in range(nd):
+                if cnp.PyArray_DIM(a, j) != cnp.PyArray_DIM(param, j):
+                    return False
+            task.buf[s] = <char *>cnp.PyArray_DATA(a)
+            if n > 0:
+                starts[nspans] = <uintptr_t>task.buf[s]
+                ends[nspans] = starts[nspans] + <uintptr_t>cnp.PyArray_NBYTES(a)
+                writable[nspans] = s != 1
+                for j in range(nspans):
+                    if (writable[j] or writable[nspans]) and starts[nspans] < ends[j] \
+                            and starts[j] < ends[nspans]:
+                        return False
+                nspans += 1
+        self.hits += 1
+        self.uses += 1
+        self.last_use[slot] = self.uses
+        if n == 0:
+            return True
+        if self.factored >= 0:
+            fentry = &fo_factored_kernels[self.factored]
+            ffn = fentry.f64 if typenum == cnp.NPY_FLOAT64 else fentry.f32
+            with nogil:
+                ffn(task.buf, 1, 1, n, hyper)
+            return True
+        entry = &fo_kernels[self.index]
+        task.fn = fo_select(entry, typenum == cnp.NPY_FLOAT64)
+        task.n = n
+        task.hyper = hyper
+        if entry.nsums > 0:
+            task.reduce = entry.reduce_f64 if typenum == cnp.NPY_FLOAT64 else entry.reduce_f32
+            task.nsums = entry.nsums
+            task.sums = &hyper[self.nhyper - entry.nsums]
+        if n < FO_CHUNK:
+            # a step this short takes less time than releasing the GIL would
+            fo_run_threads(&task, 1, 0)
+        else:
+            with nogil:
+                fo_run_threads(&task, 1, 0)
+        return True

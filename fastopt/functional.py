@@ -15,6 +15,13 @@ inside the pass, before anything else uses it (``d = (-g if maximize else g) /
 grad_scale``, the order of torch's fused kernels); it must be finite and > 0.  None
 runs the unscaled loop.
 
+Calls are cheap when the hyperparameters repeat: each function hands its call to a
+compiled front end first, which runs the kernel directly (well under a microsecond for
+a small parameter) when the hyperparameters are equal, in type and bit for bit, to ones
+this function validated before (the last four sets are kept), the step is an ``int``
+and the buffers are plain ``numpy.ndarray`` objects the kernel takes.  Anything else
+takes the full path in Python, which checks everything and raises the errors above.
+
 The optimizer classes of :mod:`fastopt.optim` call the same kernels for all their
 parameters at once; :mod:`fastopt.reference` holds the NumPy twin of each function here.
 """
@@ -51,39 +58,40 @@ def _check_real(name, value):
     return float(value)
 
 
-#: ``{hyperparameter key: (kernel, checks step, packed scalars, needed flags, step slot,
-#: first-step slot, labels)}`` for hyperparameters that passed validation, so a call
-#: with the same values (same types too) skips validating and packing them again.
-#: Only single-pass element-wise kernels without a loss scale or Python-advanced
-#: scalars take this path.  Bounded: cleared when full.
-_VALIDATED = {}
-
-
-def _apply(name, buffers, hyper, step=None, first_step=False, grad_scale=None,
-           advanced=None):
-    key = (_kernels.hyper_key(name, hyper)
-           if grad_scale is None and advanced is None else None)
-    cached = _VALIDATED.get(key) if key is not None else None
-    if cached is not None and type(first_step) is bool and (
-            not cached[1] or (type(step) is int and 1 <= step <= MAX_STEP)):
-        kernel, checks_step, packed, needed, step_slot, first_slot, labels = cached
-        if _kernels.run_cached(kernel, buffers, packed, needed, step_slot, step or 0,
-                               first_slot, first_step, labels):
-            return
+def _front(name):
+    """The compiled front end (:class:`fastopt._kernels.FastStep`) of function `name`."""
     algorithm = get_algorithm(name)
+    scalars = algorithm.kernel_scalars
+
+    def slot(scalar):
+        return scalars.index(scalar) if scalar in algorithm.per_param else -1
+
+    return _kernels.FastStep(algorithm.kernel,
+                             tuple(h.name for h in algorithm.hyper if h.kernel_names != ()),
+                             slot("step"), slot("first_step"), slot("grad_scale"),
+                             tuple(scalars.index(n) for n in algorithm.advanced))
+
+
+def _apply(name, buffers, values, step, first_step, grad_scale, advanced):
+    """The full path of function `name`: validate everything, then run the kernel.
+
+    Each function first offers its call to its compiled front end, which runs it only
+    when everything is known valid (hyperparameters that passed this function before,
+    an int step, plain arrays the kernel takes); otherwise, having written nothing, it
+    lands here.  `values` are the function's hyperparameters in the order of
+    ``FastStep.names``, `advanced` the per-step scalars the caller keeps (in the order
+    of ``Algorithm.advanced``).  Validated hyperparameters are handed to the front end
+    for the next call.
+    """
+    algorithm = get_algorithm(name)
+    front = _FRONTS[name]
+    hyper = dict(zip(front.names, values))
     algorithm.validate(hyper)
+    needed_flags = tuple(s.needed(hyper) for s in algorithm.state)
+    packed = algorithm.pack(hyper)
+    front.remember(values, packed, needed_flags)
     grad_scale = check_grad_scale(grad_scale)
-    if key is not None and not (algorithm.scalar_state or algorithm.reduced
-                                or algorithm.kernel in _kernels.FACTORED):
-        if len(_VALIDATED) > 256:
-            _VALIDATED.clear()
-        names, scalars = algorithm.buffer_names, algorithm.kernel_scalars
-        _VALIDATED[key] = (algorithm.kernel, "step" in algorithm.per_param,
-                           algorithm.scalars(algorithm.pack(hyper)),
-                           tuple(s.needed(hyper) for s in algorithm.state),
-                           scalars.index("step") if "step" in scalars else -1,
-                           scalars.index("first_step") if "first_step" in scalars else -1,
-                           lambda task, slot: names[slot])
+    advanced = {n: _check_real(n, v) for n, v in zip(algorithm.advanced, advanced)}
     if "step" in algorithm.per_param:
         step = _check_step(step)
     if not isinstance(first_step, (bool, np.bool_)):
@@ -101,8 +109,7 @@ def _apply(name, buffers, hyper, step=None, first_step=False, grad_scale=None,
             raise TypeError(f"{state.name} is required with these options, got None")
     buffers = tuple(b if s < 2 or used(algorithm.state[s - 2]) else None
                     for s, b in enumerate(buffers))
-    scalars = algorithm.scalars(algorithm.pack(hyper), step or 0, first_step, grad_scale,
-                                advanced)
+    scalars = algorithm.scalars(packed, step or 0, first_step, grad_scale, advanced)
     _kernels.run([(algorithm.kernel, buffers, scalars)],
                  lambda task, slot: buffer_names[slot])
 
@@ -135,10 +142,10 @@ def sgd(param, grad, momentum_buffer=None, *, lr, momentum, dampening, weight_de
         True on the first step with this momentum buffer: its contents are ignored and
         it is set to the gradient, as torch does when the buffer does not exist yet.
     """
-    _apply("sgd", (param, grad, momentum_buffer),
-           dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                nesterov=nesterov, maximize=maximize), first_step=first_step,
-           grad_scale=grad_scale)
+    buffers = (param, grad, momentum_buffer)
+    values = (lr, momentum, dampening, weight_decay, nesterov, maximize)
+    if not _SGD(buffers, values, None, first_step, grad_scale, ()):
+        _apply("sgd", buffers, values, None, first_step, grad_scale, ())
 
 
 def adagrad(param, grad, sum, *, step, lr, lr_decay, weight_decay, eps, maximize,
@@ -155,9 +162,10 @@ def adagrad(param, grad, sum, *, step, lr, lr_decay, weight_decay, eps, maximize
     with :math:`\gamma` = `lr`, :math:`\eta` = `lr_decay`, :math:`t` = `step`.
     ``sum`` is the accumulator (torch's state key).
     """
-    _apply("adagrad", (param, grad, sum),
-           dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps,
-                maximize=maximize), step, grad_scale=grad_scale)
+    buffers = (param, grad, sum)
+    values = (lr, lr_decay, weight_decay, eps, maximize)
+    if not _ADAGRAD(buffers, values, step, False, grad_scale, ()):
+        _apply("adagrad", buffers, values, step, False, grad_scale, ())
 
 
 def rmsprop(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *, step, lr,
@@ -178,9 +186,10 @@ def rmsprop(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *, ste
     .. warning:: eps is added outside the square root, as in torch; Keras and TensorFlow
        add it inside.
     """
-    _apply("rmsprop", (param, grad, square_avg, momentum_buffer, grad_avg),
-           dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                centered=centered, maximize=maximize), step, grad_scale=grad_scale)
+    buffers = (param, grad, square_avg, momentum_buffer, grad_avg)
+    values = (lr, alpha, eps, weight_decay, momentum, centered, maximize)
+    if not _RMSPROP(buffers, values, step, False, grad_scale, ()):
+        _apply("rmsprop", buffers, values, step, False, grad_scale, ())
 
 
 def adadelta(param, grad, square_avg, acc_delta, *, step, lr, rho, eps, weight_decay,
@@ -197,9 +206,10 @@ def adadelta(param, grad, square_avg, acc_delta, *, step, lr, rho, eps, weight_d
 
     with :math:`v` = `square_avg`, :math:`u` = `acc_delta`.
     """
-    _apply("adadelta", (param, grad, square_avg, acc_delta),
-           dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize), step,
-           grad_scale=grad_scale)
+    buffers = (param, grad, square_avg, acc_delta)
+    values = (lr, rho, eps, weight_decay, maximize)
+    if not _ADADELTA(buffers, values, step, False, grad_scale, ()):
+        _apply("adadelta", buffers, values, step, False, grad_scale, ())
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, betas, eps,
@@ -222,10 +232,10 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, bet
        the paper's corrected version differs), and eps is added after the bias
        correction of the square root.
     """
-    _apply("adam", (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                maximize=maximize, decoupled_weight_decay=decoupled_weight_decay), step,
-           grad_scale=grad_scale)
+    buffers = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
+    values = (lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay)
+    if not _ADAM(buffers, values, step, False, grad_scale, ()):
+        _apply("adam", buffers, values, step, False, grad_scale, ())
 
 
 def adamw(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, betas, eps,
@@ -237,9 +247,10 @@ def adamw(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, be
         \theta \leftarrow \theta\,(1 - \gamma\lambda), \text{ then the Adam update
         without weight decay in } d.
     """
-    _apply("adamw", (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                maximize=maximize), step, grad_scale=grad_scale)
+    buffers = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
+    values = (lr, betas, eps, weight_decay, amsgrad, maximize)
+    if not _ADAMW(buffers, values, step, False, grad_scale, ()):
+        _apply("adamw", buffers, values, step, False, grad_scale, ())
 
 
 def adamax(param, grad, exp_avg, exp_inf, *, step, lr, betas, eps, weight_decay, maximize,
@@ -263,9 +274,10 @@ def adamax(param, grad, exp_avg, exp_inf, *, step, lr, betas, eps, weight_decay,
     ----------
     Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, section 7.1.
     """
-    _apply("adamax", (param, grad, exp_avg, exp_inf),
-           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize),
-           step, grad_scale=grad_scale)
+    buffers = (param, grad, exp_avg, exp_inf)
+    values = (lr, betas, eps, weight_decay, maximize)
+    if not _ADAMAX(buffers, values, step, False, grad_scale, ()):
+        _apply("adamax", buffers, values, step, False, grad_scale, ())
 
 
 def nadam(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay,
@@ -298,11 +310,10 @@ def nadam(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_deca
     ----------
     Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop.
     """
-    _apply("nadam", (param, grad, exp_avg, exp_avg_sq),
-           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
-                maximize=maximize), step, grad_scale=grad_scale,
-           advanced={"mu_product": _check_real("mu_product", mu_product)})
+    buffers = (param, grad, exp_avg, exp_avg_sq)
+    values = (lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize)
+    if not _NADAM(buffers, values, step, False, grad_scale, (mu_product,)):
+        _apply("nadam", buffers, values, step, False, grad_scale, (mu_product,))
 
 
 def radam(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay,
@@ -330,10 +341,10 @@ def radam(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_deca
     ----------
     Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020.
     """
-    _apply("radam", (param, grad, exp_avg, exp_avg_sq),
-           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                decoupled_weight_decay=decoupled_weight_decay, maximize=maximize), step,
-           grad_scale=grad_scale)
+    buffers = (param, grad, exp_avg, exp_avg_sq)
+    values = (lr, betas, eps, weight_decay, decoupled_weight_decay, maximize)
+    if not _RADAM(buffers, values, step, False, grad_scale, ()):
+        _apply("radam", buffers, values, step, False, grad_scale, ())
 
 
 def asgd(param, grad, ax, *, lambd, weight_decay, maximize, eta, mu, grad_scale=None):
@@ -360,10 +371,10 @@ def asgd(param, grad, ax, *, lambd, weight_decay, maximize, eta, mu, grad_scale=
     Polyak and Juditsky, "Acceleration of Stochastic Approximation by Averaging",
     SIAM J. Control Optim. 30(4), 1992.
     """
-    _apply("asgd", (param, grad, ax),
-           dict(lambd=lambd, weight_decay=weight_decay, maximize=maximize),
-           grad_scale=grad_scale,
-           advanced={"eta": _check_real("eta", eta), "mu": _check_real("mu", mu)})
+    buffers = (param, grad, ax)
+    values = (lambd, weight_decay, maximize)
+    if not _ASGD(buffers, values, None, False, grad_scale, (eta, mu)):
+        _apply("asgd", buffers, values, None, False, grad_scale, (eta, mu))
 
 
 def rprop(param, grad, prev, step_size, *, etas, step_sizes, maximize, grad_scale=None):
@@ -387,8 +398,10 @@ def rprop(param, grad, prev, step_size, *, etas, step_sizes, maximize, grad_scal
     Riedmiller and Braun, "A Direct Adaptive Method for Faster Backpropagation
     Learning: The RPROP Algorithm", IEEE ICNN 1993.
     """
-    _apply("rprop", (param, grad, prev, step_size),
-           dict(etas=etas, step_sizes=step_sizes, maximize=maximize), grad_scale=grad_scale)
+    buffers = (param, grad, prev, step_size)
+    values = (etas, step_sizes, maximize)
+    if not _RPROP(buffers, values, None, False, grad_scale, ()):
+        _apply("rprop", buffers, values, None, False, grad_scale, ())
 
 
 def lion(param, grad, exp_avg, *, lr, betas, weight_decay, maximize, grad_scale=None):
@@ -419,9 +432,10 @@ def lion(param, grad, exp_avg, *, lr, betas, weight_decay, maximize, grad_scale=
     Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023,
     arXiv:2302.06675, Program 1.
     """
-    _apply("lion", (param, grad, exp_avg),
-           dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize),
-           grad_scale=grad_scale)
+    buffers = (param, grad, exp_avg)
+    values = (lr, betas, weight_decay, maximize)
+    if not _LION(buffers, values, None, False, grad_scale, ()):
+        _apply("lion", buffers, values, None, False, grad_scale, ())
 
 
 def adabelief(param, grad, exp_avg, exp_avg_var, *, step, lr, betas, eps, weight_decay,
@@ -452,10 +466,10 @@ def adabelief(param, grad, exp_avg, exp_avg_var, *, step, lr, betas, eps, weight
     Zhuang et al., "AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed
     Gradients", NeurIPS 2020, Algorithm 2.
     """
-    _apply("adabelief", (param, grad, exp_avg, exp_avg_var),
-           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                decoupled_weight_decay=decoupled_weight_decay, maximize=maximize), step,
-           grad_scale=grad_scale)
+    buffers = (param, grad, exp_avg, exp_avg_var)
+    values = (lr, betas, eps, weight_decay, decoupled_weight_decay, maximize)
+    if not _ADABELIEF(buffers, values, step, False, grad_scale, ()):
+        _apply("adabelief", buffers, values, step, False, grad_scale, ())
 
 
 def yogi(param, grad, exp_avg, exp_avg_sq, *, lr, betas, eps, weight_decay, maximize,
@@ -485,9 +499,10 @@ def yogi(param, grad, exp_avg, exp_avg_sq, *, lr, betas, eps, weight_decay, maxi
     Zaheer et al., "Adaptive Methods for Nonconvex Optimization", NeurIPS 2018,
     Algorithm 2.
     """
-    _apply("yogi", (param, grad, exp_avg, exp_avg_sq),
-           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize),
-           grad_scale=grad_scale)
+    buffers = (param, grad, exp_avg, exp_avg_sq)
+    values = (lr, betas, eps, weight_decay, maximize)
+    if not _YOGI(buffers, values, None, False, grad_scale, ()):
+        _apply("yogi", buffers, values, None, False, grad_scale, ())
 
 
 def adan(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad, *, step, lr, betas, eps,
@@ -527,9 +542,10 @@ def adan(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad, *, step, lr, 
     Xie et al., "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep
     Models", IEEE TPAMI 2024, arXiv:2208.06677, Algorithm 1.
     """
-    _apply("adan", (param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad),
-           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, no_prox=no_prox,
-                maximize=maximize), step, first_step=first_step, grad_scale=grad_scale)
+    buffers = (param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad)
+    values = (lr, betas, eps, weight_decay, no_prox, maximize)
+    if not _ADAN(buffers, values, step, first_step, grad_scale, ()):
+        _apply("adan", buffers, values, step, first_step, grad_scale, ())
 
 
 def lamb(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay, maximize,
@@ -560,9 +576,10 @@ def lamb(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay
     You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
     minutes", ICLR 2020, Algorithm 2.
     """
-    _apply("lamb", (param, grad, exp_avg, exp_avg_sq),
-           dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize),
-           step, grad_scale=grad_scale)
+    buffers = (param, grad, exp_avg, exp_avg_sq)
+    values = (lr, betas, eps, weight_decay, maximize)
+    if not _LAMB(buffers, values, step, False, grad_scale, ()):
+        _apply("lamb", buffers, values, step, False, grad_scale, ())
 
 
 def lars(param, grad, momentum_buffer=None, *, lr, momentum, weight_decay, trust_coefficient,
@@ -593,10 +610,10 @@ def lars(param, grad, momentum_buffer=None, *, lr, momentum, weight_decay, trust
     You, Gitman and Ginsburg, "Large Batch Training of Convolutional Networks",
     arXiv:1708.03888, 2017, Algorithm 1.
     """
-    _apply("lars", (param, grad, momentum_buffer),
-           dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                trust_coefficient=trust_coefficient, nesterov=nesterov, maximize=maximize),
-           grad_scale=grad_scale)
+    buffers = (param, grad, momentum_buffer)
+    values = (lr, momentum, weight_decay, trust_coefficient, nesterov, maximize)
+    if not _LARS(buffers, values, None, False, grad_scale, ()):
+        _apply("lars", buffers, values, None, False, grad_scale, ())
 
 
 def adafactor(param, grad, row_var=None, col_var=None, variance=None, *, step, lr,
@@ -638,6 +655,29 @@ def adafactor(param, grad, row_var=None, col_var=None, variance=None, *, step, l
     Shazeer and Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory
     Cost", ICML 2018.
     """
-    _apply("adafactor", (param, grad, row_var, col_var, variance),
-           dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
-                maximize=maximize), step, grad_scale=grad_scale)
+    buffers = (param, grad, row_var, col_var, variance)
+    values = (lr, beta2_decay, eps, d, weight_decay, maximize)
+    if not _ADAFACTOR(buffers, values, step, False, grad_scale, ()):
+        _apply("adafactor", buffers, values, step, False, grad_scale, ())
+
+
+#: The compiled front end of each function, by name.
+_FRONTS = {name: _front(name) for name in __all__}
+_SGD = _FRONTS["sgd"].run
+_ADAGRAD = _FRONTS["adagrad"].run
+_RMSPROP = _FRONTS["rmsprop"].run
+_ADADELTA = _FRONTS["adadelta"].run
+_ADAM = _FRONTS["adam"].run
+_ADAMW = _FRONTS["adamw"].run
+_ADAMAX = _FRONTS["adamax"].run
+_NADAM = _FRONTS["nadam"].run
+_RADAM = _FRONTS["radam"].run
+_ASGD = _FRONTS["asgd"].run
+_RPROP = _FRONTS["rprop"].run
+_LION = _FRONTS["lion"].run
+_ADABELIEF = _FRONTS["adabelief"].run
+_YOGI = _FRONTS["yogi"].run
+_ADAN = _FRONTS["adan"].run
+_LAMB = _FRONTS["lamb"].run
+_LARS = _FRONTS["lars"].run
+_ADAFACTOR = _FRONTS["adafactor"].run

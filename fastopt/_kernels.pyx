@@ -1204,12 +1204,11 @@ cdef class FastStep:
             obj = <object>PyTuple_GET_ITEM(buffers, s)
             if self.factored >= 0 and s >= 2:
                 # a parameter of fewer than two dimensions keeps only `variance`, the
-                # last buffer, shaped like itself; anything else takes the full path
+                # last buffer, shaped like itself (the row and column factors are not
+                # used, as on the full path); matrices take the full path
                 if nd >= 2:
                     return False
                 if s < self.nbuf - 1:
-                    if obj is not None:
-                        return False
                     continue
             elif not self.needed[slot][s]:
                 continue  # the options do not use this buffer: never touched

@@ -1,6 +1,7 @@
 """The machinery that makes steps fast must not change what a step computes: the cached
 step plan (and when it is rebuilt), threads, instruction-set dispatch, state placement,
 flush-to-zero, and the benchmark's command line."""
+import inspect
 import json
 
 import numpy as np
@@ -528,3 +529,20 @@ def test_bench_memory_shape_follows_the_options():
     sgd = fastopt.get_algorithm("sgd")
     assert bench.memory_shape(sgd, dict(sgd.defaults)) == (2, 1)
     assert bench.memory_shape(sgd, dict(sgd.defaults, momentum=0.9)) == (3, 2)
+
+
+def test_bench_functional_calls_are_timed_as_written_calls():
+    from fastopt import bench
+    seen = []
+
+    def record(a, b, *, lr, eps):
+        seen.append((a, b, lr, eps))
+
+    bench._literal_call(record, (1, 2), {"lr": 0.5, "eps": 1e-8})()
+    assert seen == [(1, 2, 0.5, 1e-8)]
+    no_op = bench._same_signature_no_op(fastopt.functional.adam)
+    assert inspect.signature(no_op) == inspect.signature(fastopt.functional.adam)
+    results = bench.functional_small(rounds=1, min_batch=0.0001)
+    assert list(results) == [a.name for a in ALGORITHMS]
+    for row in results.values():
+        assert row["us"] > 0 and row["no_op_us"] > 0

@@ -67,6 +67,7 @@ typedef struct {
     int nsums;              /* how many sums it makes: the last `nsums` scalar names */
     fo_kernel_fn isa[FO_NISA][2];  /* [instruction set][0: float32, 1: float64]; NULL
                                       where this build has no such variant */
+    fo_reduce_fn reduce_isa[FO_NISA][2];  /* the same for the first pass */
 } fo_kernel_entry;
 
 /*
@@ -108,7 +109,8 @@ extern const int fo_nkernels;
 /* Run every task; called without the GIL.  Uses the default number of threads. */
 void fo_run(const fo_task *tasks, int64_t ntasks);
 
-/* The first pass of every two-pass task (see above); fo_run calls it first. */
+/* The first pass of every two-pass task (see above), on the calling thread; fo_run
+ * runs it first (a threaded run splits it over the team by blocks instead). */
 void fo_reduce_tasks(const fo_task *tasks, int64_t ntasks);
 
 /* Run every task with `nthreads` threads (<= 0: the default).  Tasks are cut into
@@ -131,6 +133,8 @@ int fo_isa_best(void);
 int fo_isa_get(void);
 int fo_isa_set(int isa);
 fo_kernel_fn fo_select(const fo_kernel_entry *entry, int is_f64);
+/* The first pass of a two-pass kernel for the instruction set in use (NULL if none). */
+fo_reduce_fn fo_select_reduce(const fo_kernel_entry *entry, int is_f64);
 
 /* Threads: whether OpenMP is compiled in; fastopt's own setting (0: follow OpenMP's
  * OMP_NUM_THREADS / omp_set_num_threads, which threadpoolctl uses); the default. */

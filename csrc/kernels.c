@@ -163,9 +163,13 @@ static double fo_pow(double x, double y)
 #define FO_ISA_FNS(name)                                                               \
     {{name##_f32, name##_f64}, {name##_f32_avx2, name##_f64_avx2},                     \
      {name##_f32_avx512, name##_f64_avx512}}
+#define FO_ISA_SUMS(name)                                                              \
+    {{name##_sums_f32, name##_sums_f64}, {name##_sums_f32_avx2, name##_sums_f64_avx2}, \
+     {name##_sums_f32_avx512, name##_sums_f64_avx512}}
 #else
 #define FO_DISPATCH 0
 #define FO_ISA_FNS(name) {{name##_f32, name##_f64}, {NULL, NULL}, {NULL, NULL}}
+#define FO_ISA_SUMS(name) {{name##_sums_f32, name##_sums_f64}, {NULL, NULL}, {NULL, NULL}}
 #endif
 
 #undef pow
@@ -173,12 +177,12 @@ static double fo_pow(double x, double y)
 #define FO_ENTRY(NAME, BUFFERS, HYPER)                                                 \
     {.name = #NAME, .f32 = NAME##_f32, .f64 = NAME##_f64, .buffers = BUFFERS,           \
      .hyper = HYPER, .isa = FO_ISA_FNS(NAME)}
-/* A two-pass kernel: its first pass is NAME_sums_f32/f64 (baseline instruction set),
- * making NSUMS sums. */
+/* A two-pass kernel: its first pass is NAME_sums_f32/f64 (baseline instruction set;
+ * reduce_isa has every instruction set's), making NSUMS sums. */
 #define FO_ENTRY_SUMS(NAME, BUFFERS, HYPER, NSUMS)                                     \
     {.name = #NAME, .f32 = NAME##_f32, .f64 = NAME##_f64, .buffers = BUFFERS,           \
      .hyper = HYPER, .reduce_f32 = NAME##_sums_f32, .reduce_f64 = NAME##_sums_f64,     \
-     .nsums = NSUMS, .isa = FO_ISA_FNS(NAME)}
+     .nsums = NSUMS, .isa = FO_ISA_FNS(NAME), .reduce_isa = FO_ISA_SUMS(NAME)}
 
 const fo_kernel_entry fo_kernels[] = {
     FO_ENTRY(sgd, "param grad momentum_buffer",
@@ -277,6 +281,14 @@ fo_kernel_fn fo_select(const fo_kernel_entry *entry, int is_f64)
     return fn;
 }
 
+fo_reduce_fn fo_select_reduce(const fo_kernel_entry *entry, int is_f64)
+{
+    if (entry->nsums == 0) return NULL;
+    fo_reduce_fn fn = entry->reduce_isa[fo_isa_get()][is_f64 ? 1 : 0];
+    if (fn == NULL) fn = is_f64 ? entry->reduce_f64 : entry->reduce_f32;
+    return fn;
+}
+
 /* -- threads ------------------------------------------------------------------------ */
 
 int64_t fo_parallel_min = FO_PARALLEL_MIN_DEFAULT;
@@ -336,15 +348,45 @@ static void fo_run_serial(const fo_task *tasks, int64_t ntasks)
 
 #ifdef _OPENMP
 /* The chunks of all tasks, numbered in task order: `first[t]` is the number of the
- * first chunk of task t, first[ntasks] the total. */
+ * first chunk of task t, first[ntasks] the total.  A chunk is also a block of the
+ * two-pass kernels' sums (FO_SUM_BLOCK == FO_CHUNK), so with `partials` (FO_MAX_SUMS
+ * doubles per chunk) the team first computes every block's partial sums, one thread
+ * adds them in block order exactly as fo_reduce_tasks does, and then the team runs the
+ * update: the sums, and so the results, do not depend on the thread count. */
+#if FO_SUM_BLOCK != FO_CHUNK
+#error "the threaded first pass assumes a sum block is a chunk"
+#endif
 static void fo_run_parallel(const fo_task *tasks, int64_t ntasks, const int64_t *first,
-                            int nthreads, int flush)
+                            int nthreads, int flush, double *partials)
 {
     const int64_t nchunks = first[ntasks];
 #pragma omp parallel num_threads(nthreads)
     {
         FO_FLUSH_BEGIN(flush);
         int64_t t = 0;
+        if (partials != NULL) {
+#pragma omp for schedule(static)
+            for (int64_t c = 0; c < nchunks; c++) {
+                while (first[t + 1] <= c) t++;
+                while (first[t] > c) t--;
+                double *partial = &partials[c * FO_MAX_SUMS];
+                for (int k = 0; k < FO_MAX_SUMS; k++) partial[k] = 0;
+                if (tasks[t].reduce == NULL) continue;
+                const int64_t begin = (c - first[t]) * FO_CHUNK;
+                int64_t end = begin + FO_CHUNK;
+                if (end > tasks[t].n) end = tasks[t].n;
+                tasks[t].reduce(tasks[t].buf, begin, end, tasks[t].hyper, partial);
+            }
+#pragma omp single
+            for (int64_t u = 0; u < ntasks; u++) {
+                if (tasks[u].reduce == NULL) continue;
+                for (int k = 0; k < tasks[u].nsums; k++) tasks[u].sums[k] = 0;
+                for (int64_t c = first[u]; c < first[u + 1]; c++)
+                    for (int k = 0; k < tasks[u].nsums; k++)
+                        tasks[u].sums[k] += partials[c * FO_MAX_SUMS + k];
+            }
+            t = 0;
+        }
 #pragma omp for schedule(static)
         for (int64_t c = 0; c < nchunks; c++) {
             while (first[t + 1] <= c) t++;      /* chunks come in increasing order */
@@ -399,14 +441,17 @@ void fo_reduce_tasks(const fo_task *tasks, int64_t ntasks)
 
 void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads)
 {
-    fo_reduce_tasks(tasks, ntasks);
     const int flush = fo_flush_setting;
     const int automatic = nthreads <= 0;
     if (automatic) nthreads = fo_default_threads();
 #ifdef _OPENMP
     if (nthreads > 1) {
         int64_t total = 0;
-        for (int64_t t = 0; t < ntasks; t++) total += tasks[t].n;
+        int reduces = 0;
+        for (int64_t t = 0; t < ntasks; t++) {
+            total += tasks[t].n;
+            reduces |= tasks[t].reduce != NULL;
+        }
         if (total >= fo_parallel_min && automatic) nthreads = fo_auto_threads(nthreads);
         if (total >= fo_parallel_min && nthreads > 1) {
             int64_t stack_first[65];
@@ -418,11 +463,16 @@ void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads)
                     first[t + 1] = first[t] + (tasks[t].n + FO_CHUNK - 1) / FO_CHUNK;
                 int64_t useful = first[ntasks];
                 if (useful < nthreads) nthreads = (int)useful;
-                if (nthreads > 1) {
-                    fo_run_parallel(tasks, ntasks, first, nthreads, flush);
+                double *partials = reduces ? (double *)malloc(
+                                                 (size_t)useful * FO_MAX_SUMS * sizeof(double))
+                                           : NULL;
+                if (nthreads > 1 && (partials != NULL || !reduces)) {
+                    fo_run_parallel(tasks, ntasks, first, nthreads, flush, partials);
+                    free(partials);
                     if (first != stack_first) free(first);
                     return;
                 }
+                free(partials);
                 if (first != stack_first) free(first);
             }
         }
@@ -430,6 +480,7 @@ void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads)
 #endif
     {
         FO_FLUSH_BEGIN(flush);
+        fo_reduce_tasks(tasks, ntasks);
         fo_run_serial(tasks, ntasks);
         FO_FLUSH_END(flush);
     }

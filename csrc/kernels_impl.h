@@ -47,6 +47,37 @@ static FO_INLINE T FN(fo_grad)(T g, T sign, T grad_scale, const int SCALED)
     ((((a)[0] + (a)[1]) + ((a)[2] + (a)[3])) + (((a)[4] + (a)[5]) + ((a)[6] + (a)[7])))
 #endif
 
+/* Lane sums of squares: add x[k]^2, in double, to lanes[k % FO_SUM_LANES] for k in
+ * [0, n), each lane in increasing k (the sums fastopt.h defines).  The eight lanes are
+ * one GCC vector, so the loop runs on vector registers of any width the instruction set
+ * has (the loop vectorizer does not vectorize the lane pattern written with scalars);
+ * each lane still does exactly its own multiplications and additions in order. */
+#ifndef FO_LANES_DEFINED
+#define FO_LANES_DEFINED
+typedef double fo_lanes_f64 __attribute__((vector_size(FO_SUM_LANES * sizeof(double))));
+#endif
+typedef T FN(fo_lanes) __attribute__((vector_size(FO_SUM_LANES * sizeof(T))));
+
+static FO_INLINE void FN(fo_lane_sumsq)(const T *restrict x, int64_t n, double *restrict lanes)
+{
+    fo_lanes_f64 acc;
+    memcpy(&acc, lanes, sizeof acc);
+    int64_t k = 0;
+    for (; k + FO_SUM_LANES <= n; k += FO_SUM_LANES) {
+        FN(fo_lanes) t;
+        memcpy(&t, x + k, sizeof t);
+        fo_lanes_f64 v = __builtin_convertvector(t, fo_lanes_f64);
+        acc += v * v;
+    }
+    memcpy(lanes, &acc, sizeof acc);
+    for (int j = 0; k + j < n; j++) lanes[j] += (double)x[k + j] * (double)x[k + j];
+}
+
+/* Elements a two-pass kernel's first pass computes into a stack tile before summing
+ * their squares with fo_lane_sumsq (a multiple of FO_SUM_LANES, so lanes keep
+ * following element indices from tile to tile). */
+#define FO_SUM_TILE 512
+
 #ifndef FO_OPT1
 /* Option dispatch: FO_OPTk(cond, M, args...) calls M(args..., 1) when cond holds and
  * M(args..., 0) otherwise, so nesting k of them instantiates a body once per option

@@ -36,6 +36,7 @@ cdef extern from "fastopt.h" nogil:
         fo_reduce_fn reduce_f64
         int nsums
         fo_kernel_fn isa[FO_NISA][2]
+        fo_reduce_fn reduce_isa[FO_NISA][2]
     ctypedef struct fo_task:
         fo_kernel_fn fn
         char *buf[FO_MAX_BUFS]
@@ -65,6 +66,7 @@ cdef extern from "fastopt.h" nogil:
     int fo_isa_get()
     int fo_isa_set(int isa)
     fo_kernel_fn fo_select(const fo_kernel_entry *entry, int is_f64)
+    fo_reduce_fn fo_select_reduce(const fo_kernel_entry *entry, int is_f64)
     int fo_openmp()
     void fo_set_num_threads(int nthreads)
     int fo_get_num_threads_setting()
@@ -221,8 +223,8 @@ def run(list tasks, labels, int num_threads=0):
             table[t].fn = fo_select(entry, cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT64)
             table[t].n = cnp.PyArray_SIZE(param)
             if entry.nsums > 0:
-                table[t].reduce = (entry.reduce_f32 if cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT32
-                                   else entry.reduce_f64)
+                table[t].reduce = fo_select_reduce(entry,
+                                                   cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT64)
                 table[t].nsums = entry.nsums
                 table[t].sums = &hyper[t * FO_MAX_HYPER + nhyper - entry.nsums]
             for s in range(nbuf):
@@ -1252,7 +1254,7 @@ cdef class FastStep:
         task.n = n
         task.hyper = hyper
         if entry.nsums > 0:
-            task.reduce = entry.reduce_f64 if typenum == cnp.NPY_FLOAT64 else entry.reduce_f32
+            task.reduce = fo_select_reduce(entry, typenum == cnp.NPY_FLOAT64)
             task.nsums = entry.nsums
             task.sums = &hyper[self.nhyper - entry.nsums]
         if n < FO_CHUNK:

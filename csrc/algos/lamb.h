@@ -53,22 +53,16 @@ static FO_INLINE void FN(lamb_sums_body)(const T *restrict p, const T *restrict 
                                          const int WD, const int SCALED)
 {
     double param_sq[FO_SUM_LANES] = {0}, update_sq[FO_SUM_LANES] = {0};
-    int64_t i = begin;
-    for (; i + FO_SUM_LANES <= end; i += FO_SUM_LANES) {
-        for (int j = 0; j < FO_SUM_LANES; j++) {
-            T mn, vn, x = p[i + j];
-            T u = FN(lamb_direction)(c, g[i + j], x, m[i + j], v[i + j], &mn, &vn, WD,
-                                     SCALED);
-            param_sq[j] += (double)x * (double)x;
-            update_sq[j] += (double)u * (double)u;
+    T u[FO_SUM_TILE];
+    for (int64_t start = begin; start < end; start += FO_SUM_TILE) {
+        const int64_t n = end - start < FO_SUM_TILE ? end - start : FO_SUM_TILE;
+        for (int64_t k = 0; k < n; k++) {
+            T mn, vn;
+            const int64_t i = start + k;
+            u[k] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn, WD, SCALED);
         }
-    }
-    for (int j = 0; i + j < end; j++) {
-        T mn, vn, x = p[i + j];
-        T u = FN(lamb_direction)(c, g[i + j], x, m[i + j], v[i + j], &mn, &vn, WD,
-                                 SCALED);
-        param_sq[j] += (double)x * (double)x;
-        update_sq[j] += (double)u * (double)u;
+        FN(fo_lane_sumsq)(p + start, n, param_sq);
+        FN(fo_lane_sumsq)(u, n, update_sq);
     }
     sums[0] += FO_LANE_TOTAL(param_sq);
     sums[1] += FO_LANE_TOTAL(update_sq);

@@ -20,20 +20,13 @@ static FO_INLINE void FN(lars_sums_body)(const T *restrict p, const T *restrict 
                                          double *sums, const int SCALED)
 {
     double param_sq[FO_SUM_LANES] = {0}, grad_sq[FO_SUM_LANES] = {0};
-    int64_t i = begin;
-    for (; i + FO_SUM_LANES <= end; i += FO_SUM_LANES) {
-        for (int j = 0; j < FO_SUM_LANES; j++) {
-            double x = (double)p[i + j];
-            double d = (double)FN(fo_grad)(g[i + j], sign, scale, SCALED);
-            param_sq[j] += x * x;
-            grad_sq[j] += d * d;
-        }
-    }
-    for (int j = 0; i + j < end; j++) {
-        double x = (double)p[i + j];
-        double d = (double)FN(fo_grad)(g[i + j], sign, scale, SCALED);
-        param_sq[j] += x * x;
-        grad_sq[j] += d * d;
+    T d[FO_SUM_TILE];
+    for (int64_t start = begin; start < end; start += FO_SUM_TILE) {
+        const int64_t n = end - start < FO_SUM_TILE ? end - start : FO_SUM_TILE;
+        for (int64_t k = 0; k < n; k++)
+            d[k] = FN(fo_grad)(g[start + k], sign, scale, SCALED);
+        FN(fo_lane_sumsq)(p + start, n, param_sq);
+        FN(fo_lane_sumsq)(d, n, grad_sq);
     }
     sums[0] += FO_LANE_TOTAL(param_sq);
     sums[1] += FO_LANE_TOTAL(grad_sq);

@@ -87,9 +87,12 @@ typedef struct {
     fo_factored_fn f64;
     const char *buffers;
     const char *hyper;
+    fo_factored_fn isa[FO_NISA][2];  /* as fo_kernel_entry.isa */
 } fo_factored_entry;
 
 extern const fo_factored_entry fo_factored_kernels[];
+/* The factored kernel for the instruction set in use. */
+fo_factored_fn fo_select_factored(const fo_factored_entry *entry, int is_f64);
 extern const int fo_nfactored;
 
 /* One unit of work: one kernel over one parameter's buffers. */

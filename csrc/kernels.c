@@ -222,7 +222,8 @@ const int fo_nkernels = (int)(sizeof(fo_kernels) / sizeof(fo_kernels[0]));
 
 const fo_factored_entry fo_factored_kernels[] = {
     {"adafactor", adafactor_f32, adafactor_f64, "param grad row_var col_var variance",
-     "step lr beta2_decay eps1 eps2 d weight_decay maximize grad_scale"},
+     "step lr beta2_decay eps1 eps2 d weight_decay maximize grad_scale",
+     FO_ISA_FNS(adafactor)},
 };
 const int fo_nfactored = (int)(sizeof(fo_factored_kernels) / sizeof(fo_factored_kernels[0]));
 
@@ -286,6 +287,13 @@ fo_reduce_fn fo_select_reduce(const fo_kernel_entry *entry, int is_f64)
     if (entry->nsums == 0) return NULL;
     fo_reduce_fn fn = entry->reduce_isa[fo_isa_get()][is_f64 ? 1 : 0];
     if (fn == NULL) fn = is_f64 ? entry->reduce_f64 : entry->reduce_f32;
+    return fn;
+}
+
+fo_factored_fn fo_select_factored(const fo_factored_entry *entry, int is_f64)
+{
+    fo_factored_fn fn = entry->isa[fo_isa_get()][is_f64 ? 1 : 0];
+    if (fn == NULL) fn = is_f64 ? entry->f64 : entry->f32;
     return fn;
 }
 

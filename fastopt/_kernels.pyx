@@ -55,8 +55,10 @@ cdef extern from "fastopt.h" nogil:
         fo_factored_fn f64
         const char *buffers
         const char *hyper
+        fo_factored_fn isa[FO_NISA][2]
     const fo_factored_entry fo_factored_kernels[]
     const int fo_nfactored
+    fo_factored_fn fo_select_factored(const fo_factored_entry *entry, int is_f64)
     void fo_run(const fo_task *tasks, int64_t ntasks) noexcept nogil
     void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads) noexcept nogil
     int64_t fo_parallel_min
@@ -946,7 +948,7 @@ def _run_factored(list tasks, labels):
         free(spans)
     for name, buffers, values, shape in prepared:
         entry = &fo_factored_kernels[_FACTORED_INDEX[name]]
-        fn = entry.f32 if cnp.PyArray_TYPE(<cnp.ndarray>buffers[0]) == cnp.NPY_FLOAT32 else entry.f64
+        fn = fo_select_factored(entry, cnp.PyArray_TYPE(<cnp.ndarray>buffers[0]) == cnp.NPY_FLOAT64)
         for s in range(FO_MAX_BUFS):
             bufs[s] = NULL
         for s in range(len(buffers)):
@@ -1245,7 +1247,7 @@ cdef class FastStep:
             return True
         if self.factored >= 0:
             fentry = &fo_factored_kernels[self.factored]
-            ffn = fentry.f64 if typenum == cnp.NPY_FLOAT64 else fentry.f32
+            ffn = fo_select_factored(fentry, typenum == cnp.NPY_FLOAT64)
             with nogil:
                 ffn(task.buf, 1, 1, n, hyper)
             return True

@@ -20,6 +20,9 @@
  *           denom = max(1, sqrt(update_sq) / (n**0.5 * d_clip))
  *   pass 3: p = p * (1 - lr * weight_decay);  p = p + (-alpha / denom) * u
  *
+ * (A parameter of fewer than two dimensions fuses passes 1 and 2; see
+ * adafactor_vector_sums.)
+ *
  * with d = (-g if maximize else g) / grad_scale.  param_sq and update_sq are summed in
  * the order fastopt.h fixes for reductions (blocks, lanes); row and column sums
  * sequentially.  max(a, b) with a NaN b gives a, as Python's max; the elementwise
@@ -54,6 +57,54 @@ static FO_INLINE double FN(fo_acc_total)(const FN(fo_ordered_acc) *acc, int64_t 
 static FO_INLINE double FN(fo_py_max)(double a, double b) { return b > a ? b : a; }
 static FO_INLINE double FN(fo_py_min)(double a, double b) { return b < a ? b : a; }
 
+/* A parameter with fewer than two dimensions (an unfactored `variance`) takes two
+ * vectorized passes instead of three: pass 1 updates `variance` and sums the squares of
+ * the parameter and of the update u (which needs only this element's new variance),
+ * pass 2 writes the parameter.  The sums follow fastopt.h's order (FO_SUM_BLOCK
+ * blocks, FO_SUM_LANES lanes), as the three-pass loops do, so the bits are the same. */
+static FO_INLINE void FN(adafactor_vector_sums)(const T *restrict p, const T *restrict g,
+                                                T *restrict variance, int64_t n, T sign,
+                                                T scale, T w, T one_minus_w, T teps1_sq,
+                                                double *param_sq, double *update_sq,
+                                                const int SMALL, const int SCALED)
+{
+    T u[FO_SUM_TILE];
+    *param_sq = 0;
+    *update_sq = 0;
+    for (int64_t block = 0; block < n; block += FO_SUM_BLOCK) {
+        const int64_t block_end = n - block < FO_SUM_BLOCK ? n : block + FO_SUM_BLOCK;
+        double param_lanes[FO_SUM_LANES] = {0}, update_lanes[FO_SUM_LANES] = {0};
+        for (int64_t start = block; start < block_end; start += FO_SUM_TILE) {
+            const int64_t len = block_end - start < FO_SUM_TILE ? block_end - start
+                                                                : FO_SUM_TILE;
+            for (int64_t k = 0; k < len; k++) {
+                const int64_t i = start + k;
+                T d = FN(fo_grad)(g[i], sign, scale, SCALED);
+                T v = FN(fo_lerp)(variance[i], d * d, w, one_minus_w, SMALL);
+                variance[i] = v;
+                u[k] = ((T)1 / SQRT(FN(fo_maximum)(v, teps1_sq))) * d;
+            }
+            FN(fo_lane_sumsq)(p + start, len, param_lanes);
+            FN(fo_lane_sumsq)(u, len, update_lanes);
+        }
+        *param_sq += FO_LANE_TOTAL(param_lanes);
+        *update_sq += FO_LANE_TOTAL(update_lanes);
+    }
+}
+
+static FO_INLINE void FN(adafactor_vector_update)(T *restrict p, const T *restrict g,
+                                                  const T *restrict variance, int64_t n,
+                                                  T sign, T scale, T teps1_sq, T coef,
+                                                  T decay, const int WD, const int SCALED)
+{
+    for (int64_t i = 0; i < n; i++) {
+        T x = p[i];
+        if (WD) x = x * decay;
+        T d = FN(fo_grad)(g[i], sign, scale, SCALED);
+        p[i] = x + coef * (((T)1 / SQRT(FN(fo_maximum)(variance[i], teps1_sq))) * d);
+    }
+}
+
 void FN(adafactor)(char *const *buf, int64_t batch, int64_t rows, int64_t cols,
                    const double *h)
 {
@@ -72,6 +123,26 @@ void FN(adafactor)(char *const *buf, int64_t batch, int64_t rows, int64_t cols,
     const T w = (T)one_minus_beta2_t, one_minus_w = (T)1 - w;
     const int small = (w < 0 ? -w : w) < (T)0.5;
     const T teps1 = (T)eps1, teps1_sq = (T)(eps1 * eps1);
+
+    if (!factored) {
+        double param_sq, update_sq;
+#define FO_ADAFACTOR_SUMS(_, S, G) FN(adafactor_vector_sums)(p, g, variance, n, sign, scale, w, one_minus_w, teps1_sq, &param_sq, &update_sq, S, G)
+#define FO_ADAFACTOR_SUMS_S(_, S) FO_OPT2(scaled, FO_ADAFACTOR_SUMS, _, S)
+        FO_OPT1(small, FO_ADAFACTOR_SUMS_S, _);
+#undef FO_ADAFACTOR_SUMS_S
+#undef FO_ADAFACTOR_SUMS
+        const double alpha_v =
+            FN(fo_py_max)(eps2, sqrt(n > 0 ? param_sq : 0.0) / pow((double)n, 0.5)) * rho_t;
+        const double denom_v = FN(fo_py_max)(
+            1.0, sqrt(n > 0 ? update_sq : 0.0) / (pow((double)n, 0.5) * d_clip));
+        const T coef_v = (T)(-alpha_v / denom_v), decay_v = (T)(1 - lr * weight_decay);
+#define FO_ADAFACTOR_UPDATE(_, W, G) FN(adafactor_vector_update)(p, g, variance, n, sign, scale, teps1_sq, coef_v, decay_v, W, G)
+#define FO_ADAFACTOR_UPDATE_W(_, W) FO_OPT2(scaled, FO_ADAFACTOR_UPDATE, _, W)
+        FO_OPT1(weight_decay != 0, FO_ADAFACTOR_UPDATE_W, _);
+#undef FO_ADAFACTOR_UPDATE_W
+#undef FO_ADAFACTOR_UPDATE
+        return;
+    }
 
     /* pass 1: the parameter's norm, then the second-moment state */
     FN(fo_ordered_acc) acc = {{0}, 0};

@@ -126,7 +126,9 @@ void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads);
 extern int64_t fo_parallel_min;
 
 /* The streaming kernel with an algorithm's memory shape (the benchmark's ceiling):
- * buf = param, grad, then hyper[0] state buffers, each read and written once. */
+ * buf = param, grad, then hyper[0] state buffers, each read and written once.  Its
+ * first pass (`reduce`, optional) reads hyper[1] of the buffers once more, those with
+ * the indices in hyper[2...], for algorithms whose update needs sums over them. */
 extern const fo_kernel_entry fo_stream_kernel;
 
 /* Instruction-set dispatch: the best set this CPU supports, the one in use, and a

@@ -74,6 +74,49 @@
         case 5: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 5); break; \
         default: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 6); break; \
         }                                                                              \
+    }                                                                                  \
+    /* The ceiling's first pass, for algorithms that must read some buffers once more \
+     * before the update (whole-parameter sums): reads the h[1] (at most 6) buffers   \
+     * whose indices follow in h[2...], all in one loop as a kernel does, OR-ing their \
+     * bytes (a reduction the compiler vectorizes, unlike a floating-point sum), and   \
+     * adds one bit of the result to sums[0]. */                                       \
+    static FO_INLINE unsigned char FN(fo_stream_or)(                                   \
+        const unsigned char *restrict x0, const unsigned char *restrict x1,            \
+        const unsigned char *restrict x2, const unsigned char *restrict x3,            \
+        const unsigned char *restrict x4, const unsigned char *restrict x5,            \
+        int64_t first, int64_t last, const int K)                                      \
+    {                                                                                  \
+        unsigned char acc = 0;                                                         \
+        for (int64_t i = first; i < last; i++) {                                       \
+            unsigned char b = x0[i];                                                   \
+            if (K > 1) b |= x1[i];                                                     \
+            if (K > 2) b |= x2[i];                                                     \
+            if (K > 3) b |= x3[i];                                                     \
+            if (K > 4) b |= x4[i];                                                     \
+            if (K > 5) b |= x5[i];                                                     \
+            acc |= b;                                                                  \
+        }                                                                              \
+        return acc;                                                                    \
+    }                                                                                  \
+    FO_KERNEL void FN(fo_stream_sums)(char *const *buf, int64_t begin, int64_t end,    \
+                                      const double *h, double *sums)                   \
+    {                                                                                  \
+        const unsigned char *x[6];                                                     \
+        const int k = (int)h[1] < 6 ? (int)h[1] : 6;                                   \
+        for (int j = 0; j < 6; j++)                                                    \
+            x[j] = (const unsigned char *)buf[(int)h[2 + (j < k ? j : 0)]];             \
+        const int64_t first = begin * (int64_t)sizeof(T), last = end * (int64_t)sizeof(T); \
+        unsigned char bits = 0;                                                        \
+        switch (k) {                                                                   \
+        case 0: break;                                                                 \
+        case 1: bits = FN(fo_stream_or)(x[0], x[1], x[2], x[3], x[4], x[5], first, last, 1); break; \
+        case 2: bits = FN(fo_stream_or)(x[0], x[1], x[2], x[3], x[4], x[5], first, last, 2); break; \
+        case 3: bits = FN(fo_stream_or)(x[0], x[1], x[2], x[3], x[4], x[5], first, last, 3); break; \
+        case 4: bits = FN(fo_stream_or)(x[0], x[1], x[2], x[3], x[4], x[5], first, last, 4); break; \
+        case 5: bits = FN(fo_stream_or)(x[0], x[1], x[2], x[3], x[4], x[5], first, last, 5); break; \
+        default: bits = FN(fo_stream_or)(x[0], x[1], x[2], x[3], x[4], x[5], first, last, 6); break; \
+        }                                                                              \
+        sums[0] += (double)(bits & 1);                                                 \
     }
 
 /* Every kernel computes its step-dependent scalars (bias corrections) with pow() in
@@ -144,7 +187,9 @@ static double fo_pow(double x, double y)
 #endif
 
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512cd,avx2,fma,bmi,bmi2,f16c,lzcnt,movbe,popcnt,prefer-vector-width=512"))), apply_to = function)
+/* (clang takes no prefer-vector-width in a target attribute and would ignore the
+ * whole attribute; it picks the vector width itself) */
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512cd,avx2,fma,bmi,bmi2,f16c,lzcnt,movbe,popcnt"))), apply_to = function)
 #else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx512cd,avx2,fma,bmi,bmi2,f16c,lzcnt,movbe,popcnt,prefer-vector-width=512")
@@ -229,7 +274,9 @@ const int fo_nfactored = (int)(sizeof(fo_factored_kernels) / sizeof(fo_factored_
 
 const fo_kernel_entry fo_stream_kernel = {
     .name = "stream", .f32 = fo_stream_f32, .f64 = fo_stream_f64,
-    .buffers = "param grad s0 s1 s2 s3 s4 s5", .hyper = "nstate", .isa = FO_ISA_FNS(fo_stream)};
+    .buffers = "param grad s0 s1 s2 s3 s4 s5", .hyper = "nstate nreads reads...",
+    .reduce_f32 = fo_stream_sums_f32, .reduce_f64 = fo_stream_sums_f64, .nsums = 1,
+    .isa = FO_ISA_FNS(fo_stream), .reduce_isa = FO_ISA_SUMS(fo_stream)};
 
 /* -- instruction-set dispatch ------------------------------------------------------ */
 

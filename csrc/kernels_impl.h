@@ -47,34 +47,52 @@ static FO_INLINE T FN(fo_grad)(T g, T sign, T grad_scale, const int SCALED)
     ((((a)[0] + (a)[1]) + ((a)[2] + (a)[3])) + (((a)[4] + (a)[5]) + ((a)[6] + (a)[7])))
 #endif
 
-/* Lane sums of squares: add x[k]^2, in double, to lanes[k % FO_SUM_LANES] for k in
- * [0, n), each lane in increasing k (the sums fastopt.h defines).  The eight lanes are
- * one GCC vector, so the loop runs on vector registers of any width the instruction set
- * has (the loop vectorizer does not vectorize the lane pattern written with scalars);
- * each lane still does exactly its own multiplications and additions in order. */
+/* Lane sums of squares (fo_lane_sumsq2): add x[k]^2, in double, to
+ * lanes[k % FO_SUM_LANES] for k in [0, n), each lane in increasing k (the sums
+ * fastopt.h defines).  The eight lanes are one GCC vector, so the loop runs on vector
+ * registers of any width the instruction set has (the loop vectorizer does not
+ * vectorize the lane pattern written with scalars); each lane still does exactly its
+ * own multiplications and additions in order. */
 #ifndef FO_LANES_DEFINED
 #define FO_LANES_DEFINED
 typedef double fo_lanes_f64 __attribute__((vector_size(FO_SUM_LANES * sizeof(double))));
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9)
+#define FO_TO_LANES_F64(t) __builtin_convertvector(t, fo_lanes_f64)
+#else
+#define FO_TO_LANES_F64(t) \
+    ((fo_lanes_f64){(t)[0], (t)[1], (t)[2], (t)[3], (t)[4], (t)[5], (t)[6], (t)[7]})
+#endif
 #endif
 typedef T FN(fo_lanes) __attribute__((vector_size(FO_SUM_LANES * sizeof(T))));
 
-static FO_INLINE void FN(fo_lane_sumsq)(const T *restrict x, int64_t n, double *restrict lanes)
+/* Both arrays at once, `x` into `x_lanes` and `y` into `y_lanes`: two independent
+ * chains of vector additions, so neither waits on the other's latency. */
+static FO_INLINE void FN(fo_lane_sumsq2)(const T *restrict x, const T *restrict y, int64_t n,
+                                         double *restrict x_lanes, double *restrict y_lanes)
 {
-    fo_lanes_f64 acc;
-    memcpy(&acc, lanes, sizeof acc);
+    fo_lanes_f64 acc_x, acc_y;
+    memcpy(&acc_x, x_lanes, sizeof acc_x);
+    memcpy(&acc_y, y_lanes, sizeof acc_y);
     int64_t k = 0;
     for (; k + FO_SUM_LANES <= n; k += FO_SUM_LANES) {
-        FN(fo_lanes) t;
-        memcpy(&t, x + k, sizeof t);
-        fo_lanes_f64 v = __builtin_convertvector(t, fo_lanes_f64);
-        acc += v * v;
+        FN(fo_lanes) tx, ty;
+        memcpy(&tx, x + k, sizeof tx);
+        memcpy(&ty, y + k, sizeof ty);
+        fo_lanes_f64 vx = FO_TO_LANES_F64(tx);
+        fo_lanes_f64 vy = FO_TO_LANES_F64(ty);
+        acc_x += vx * vx;
+        acc_y += vy * vy;
     }
-    memcpy(lanes, &acc, sizeof acc);
-    for (int j = 0; k + j < n; j++) lanes[j] += (double)x[k + j] * (double)x[k + j];
+    memcpy(x_lanes, &acc_x, sizeof acc_x);
+    memcpy(y_lanes, &acc_y, sizeof acc_y);
+    for (int j = 0; k + j < n; j++) {
+        x_lanes[j] += (double)x[k + j] * (double)x[k + j];
+        y_lanes[j] += (double)y[k + j] * (double)y[k + j];
+    }
 }
 
 /* Elements a two-pass kernel's first pass computes into a stack tile before summing
- * their squares with fo_lane_sumsq (a multiple of FO_SUM_LANES, so lanes keep
+ * their squares with fo_lane_sumsq2 (a multiple of FO_SUM_LANES, so lanes keep
  * following element indices from tile to tile). */
 #define FO_SUM_TILE 512
 

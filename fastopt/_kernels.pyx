@@ -435,18 +435,26 @@ def get_flush_denormal():
     return bool(fo_get_flush_denormal())
 
 
-def _stream(cnp.ndarray param, cnp.ndarray grad, list state, int num_threads=0):
+def _stream(cnp.ndarray param, cnp.ndarray grad, list state, int num_threads=0,
+            tuple reads_first=()):
     """The benchmark's ceiling: one pass with an optimizer's memory shape.
 
     Reads `param`, `grad` and every array of `state`, and writes `param` and `state`
     (``x += grad``), through the same runner, threads and instruction set as the
-    kernels.  `state` holds at most 6 arrays.
+    kernels.  `state` holds at most 6 arrays.  `reads_first` names buffers by index
+    (0: `param`, 1: `grad`, 2 on: `state`) that a first pass reads once more before
+    that, as a two-pass kernel's first pass does.
     """
     cdef fo_task task
-    cdef Py_ssize_t k, nstate = len(state)
-    cdef double hyper[1]
+    cdef Py_ssize_t k, nstate = len(state), nreads = len(reads_first)
+    cdef double hyper[FO_MAX_HYPER]
     if nstate > 6:
         raise ValueError("at most 6 state buffers")
+    if nreads > 6:
+        raise ValueError("at most 6 buffers to read first")
+    for k in range(nreads):
+        if not 0 <= reads_first[k] < 2 + nstate:
+            raise ValueError(f"reads_first: no buffer {reads_first[k]}")
     arrays = [param, grad] + state
     for a in arrays:
         if (not isinstance(a, np.ndarray) or a.dtype != param.dtype
@@ -460,6 +468,14 @@ def _stream(cnp.ndarray param, cnp.ndarray grad, list state, int num_threads=0):
         task.buf[k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>arrays[k])
     task.n = cnp.PyArray_SIZE(param)
     hyper[0] = nstate
+    hyper[1] = nreads
+    for k in range(nreads):
+        hyper[2 + k] = reads_first[k]
+    if nreads > 0:
+        task.reduce = fo_select_reduce(&fo_stream_kernel,
+                                       cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT64)
+        task.nsums = 1
+        task.sums = &hyper[FO_MAX_HYPER - 1]
     task.hyper = hyper
     with nogil:
         fo_run_threads(&task, 1, num_threads)

@@ -243,6 +243,11 @@ class Algorithm:
     reading it (`keeps_step`), and may declare that a generic invariant does not hold
     for it: `lr_zero_is_no_op(group)` and `zero_grad_is_no_op(group)` (with weight
     decay 0) say whether lr = 0, or a zero gradient, leaves the parameter unchanged.
+
+    `reads_first` names the buffers (``param``, ``grad`` or state) that an update
+    needing sums over the whole parameter (LAMB's and LARS's norms, Adafactor's) must
+    read in a pass of their own before the pass that writes: its memory shape, which
+    the benchmark's ceiling and byte model follow, for a parameter of one dimension.
     """
 
     name: str
@@ -261,6 +266,7 @@ class Algorithm:
     scalar_state: tuple = ()
     advance: Callable | None = None
     keeps_step: bool = False
+    reads_first: tuple = ()
     lr_zero_is_no_op: Callable[[Mapping], bool] = lambda group: True
     zero_grad_is_no_op: Callable[[Mapping], bool] = lambda group: True
     cls: type | None = None
@@ -809,6 +815,7 @@ register(Algorithm(
 register(Algorithm(
     name="lamb", cls_name="LAMB", kernel="lamb", positional=5,
     summary="Adam scaled per parameter by the trust ratio |param| / |update|",
+    reads_first=("param", "grad", "exp_avg", "exp_avg_sq"),  # |param| and |update|
     hyper=(
         Hyper("lr", 1e-3, "nonneg", LR),
         Hyper("betas", (0.9, 0.999), "betas", BETAS, kernel_names=("beta1", "beta2")),
@@ -826,6 +833,7 @@ register(Algorithm(
 register(Algorithm(
     name="lars", cls_name="LARS", kernel="lars", positional=4,
     summary="momentum SGD with a per-parameter learning rate from |param| / |grad|",
+    reads_first=("param", "grad"),  # |param| and |grad|
     hyper=(
         Hyper("lr", 1.0, "nonneg", LR),
         Hyper("momentum", 0.9, "nonneg", MOMENTUM),
@@ -848,6 +856,9 @@ register(Algorithm(
     name="adafactor", cls_name="Adafactor", kernel="adafactor", torch="Adafactor",
     positional=5, torch_accepts_empty=False,  # torch divides by numel ** 0.5
     summary="second moments factored into row and column averages, relative step sizes",
+    # a vector: the first pass also updates the variance, so the writing pass reads
+    # param, grad and variance again
+    reads_first=("param", "grad", "variance"),
     hyper=(
         Hyper("lr", 1e-2, "nonneg", "Learning rate should be >= 0 but is: {}"),
         Hyper("beta2_decay", -0.8, "nonpos", "beta2_decay should be <= 0 but is: {}"),

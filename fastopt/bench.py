@@ -14,12 +14,16 @@ optimizer step are timed side by side, interleaved round by round in one run:
     a streaming kernel compiled into fastopt, run through the same runner, with the
     algorithm's memory shape: it reads the parameter, the gradient and every state
     buffer the options use and writes the parameter and those state buffers, once
-    each, with one addition per element.
+    each, with one addition per element; for an algorithm that needs sums over the
+    whole parameter before it can write it (LAMB, LARS, Adafactor:
+    ``Algorithm.reads_first``), a first pass reads those buffers once more.
 
 Byte model: one step moves ``itemsize * (reads + writes)`` bytes per element, where
-reads = 2 + S (parameter, gradient, state) and writes = 1 + S, S being the number of
-state buffers the algorithm's options use (Adam: S = 2, 7 streams).  GB/s is that
-figure divided by the best time; "of ceiling" is the ceiling's time over fastopt's.
+reads = 2 + S (parameter, gradient, state) + F and writes = 1 + S, S being the number
+of state buffers the algorithm's options use and F the number of buffers it reads in
+a first pass (Adam: S = 2, F = 0, 7 streams; LAMB: S = 2, F = 4, 11 streams).  GB/s is
+that figure divided by the best time; "of ceiling" is the ceiling's time over
+fastopt's.
 
 The memory shape comes from the registry row (its state buffers and their ``needed``
 rules for the options benchmarked), so algorithms added later are benchmarked with no
@@ -63,16 +67,28 @@ def bench_hyper(algorithm):
     return dict(algorithm.defaults)
 
 
+def _used_buffers(algorithm, hyper, shape=(1024,)):
+    """Names of the buffers a step of `algorithm` with `hyper` uses, in kernel order."""
+    return ("param", "grad") + tuple(
+        spec.name for spec in algorithm.state
+        if spec.needed(hyper) and spec.shape_for(shape) is not None)
+
+
+def reads_first(algorithm, hyper, shape=(1024,)):
+    """Indices, among the buffers used (:func:`_used_buffers`), of those the algorithm
+    reads in a first pass before the pass that writes (``Algorithm.reads_first``)."""
+    used = _used_buffers(algorithm, hyper, shape)
+    return tuple(used.index(name) for name in algorithm.reads_first if name in used)
+
+
 def memory_shape(algorithm, hyper, shape=(1024,)):
     """``(reads, writes)`` streams per element for `algorithm` with options `hyper`,
-    for a parameter of `shape` (the benchmark's parameters are 1-D).
-
-    Two-pass (LAMB, LARS) and factored (Adafactor) kernels read some streams twice;
-    the model counts each stream once, so their fraction of the ceiling is an upper
-    bound on what one pass could reach."""
-    nstate = sum(1 for spec in algorithm.state
-                 if spec.needed(hyper) and spec.shape_for(shape) is not None)
-    return 2 + nstate, 1 + nstate
+    for a parameter of `shape` (the benchmark's parameters are 1-D): every buffer used
+    is read and the parameter and state written once, and the buffers of
+    ``Algorithm.reads_first`` read once more (LAMB, LARS, Adafactor need sums over the
+    whole parameter before they can write it)."""
+    used = _used_buffers(algorithm, hyper, shape)
+    return len(used) + len(reads_first(algorithm, hyper, shape)), len(used) - 1
 
 
 def bytes_per_element(algorithm, hyper, dtype):
@@ -134,6 +150,7 @@ class Case:
         self.ceiling_state = [new_state_buffer(self.param, 0.0, slot=slot)
                               for slot, ok in enumerate(shaped) if ok]
         self.threads = threads
+        self.reads_first = reads_first(algorithm, self.hyper, self.param.shape)
         self.torch_path = None
         self.calls = {
             "fastopt": self._fastopt,
@@ -156,7 +173,8 @@ class Case:
                                  **_functional_kwargs(self.algorithm, self.hyper, 10))
 
     def _ceiling(self):
-        _kernels._stream(self.param, self.grad, self.ceiling_state, self.threads or 0)
+        _kernels._stream(self.param, self.grad, self.ceiling_state, self.threads or 0,
+                         self.reads_first)
 
 
 # -- timing ------------------------------------------------------------------------

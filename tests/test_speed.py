@@ -510,14 +510,14 @@ def test_bench_smoke(tmp_path):
     assert {"environment", "byte_model", "roofline", "threads"} <= set(report)
     rows = report["roofline"]
     assert [r["algorithm"] for r in rows] == [a.name for a in ALGORITHMS]
-    for row in rows:
+    for row, algorithm in zip(rows, ALGORITHMS):
         assert row["size"] == 64 and row["dtype"] == "float32"
         assert {"fastopt", "numpy", "ceiling"} <= set(row["impls"])
         for impl in row["impls"].values():
             assert impl["us"] > 0 and impl["gbps"] > 0
         reads, writes = row["reads"], row["writes"]
         assert row["bytes_per_element"] == 4 * (reads + writes)
-        assert reads == writes + 1
+        assert reads == writes + 1 + len(algorithm.reads_first)
         assert row["fraction_of_ceiling"] > 0 and row["speedup_vs_numpy"] > 0
 
 
@@ -529,6 +529,27 @@ def test_bench_memory_shape_follows_the_options():
     sgd = fastopt.get_algorithm("sgd")
     assert bench.memory_shape(sgd, dict(sgd.defaults)) == (2, 1)
     assert bench.memory_shape(sgd, dict(sgd.defaults, momentum=0.9)) == (3, 2)
+    # sums over the whole parameter first: those buffers are read twice
+    lamb, lars, adafactor = (fastopt.ALGORITHMS[n] for n in ("lamb", "lars", "adafactor"))
+    assert bench.memory_shape(lamb, dict(lamb.defaults)) == (8, 3)
+    assert bench.memory_shape(lars, dict(lars.defaults)) == (5, 2)
+    assert bench.memory_shape(lars, dict(lars.defaults, momentum=0.0)) == (4, 1)
+    assert bench.memory_shape(adafactor, dict(adafactor.defaults)) == (6, 2)
+    assert bench.reads_first(lars, dict(lars.defaults)) == (0, 1)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ceiling_first_pass_reads_and_changes_nothing(threads, low_parallel_threshold):
+    n = 3 * _kernels.chunk_elements() + 5
+    rng = np.random.default_rng(3)
+    p, g, s0 = (rng.standard_normal(n) for _ in range(3))
+    q, t0, before = p.copy(), s0.copy(), p.copy()
+    _kernels._stream(p, g, [s0], threads, (0, 1, 2))
+    _kernels._stream(q, g, [t0], threads)
+    assert p.tobytes() == q.tobytes() and s0.tobytes() == t0.tobytes()
+    np.testing.assert_array_equal(p, before + g)   # x += grad, once
+    with pytest.raises(ValueError, match="reads_first"):
+        _kernels._stream(p, g, [s0], threads, (3,))
 
 
 def test_bench_functional_calls_are_timed_as_written_calls():

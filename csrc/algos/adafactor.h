@@ -84,8 +84,7 @@ static FO_INLINE void FN(adafactor_vector_sums)(const T *restrict p, const T *re
                 variance[i] = v;
                 u[k] = ((T)1 / SQRT(FN(fo_maximum)(v, teps1_sq))) * d;
             }
-            FN(fo_lane_sumsq)(p + start, len, param_lanes);
-            FN(fo_lane_sumsq)(u, len, update_lanes);
+            FN(fo_lane_sumsq2)(p + start, u, len, param_lanes, update_lanes);
         }
         *param_sq += FO_LANE_TOTAL(param_lanes);
         *update_sq += FO_LANE_TOTAL(update_lanes);

@@ -61,8 +61,7 @@ static FO_INLINE void FN(lamb_sums_body)(const T *restrict p, const T *restrict 
             const int64_t i = start + k;
             u[k] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn, WD, SCALED);
         }
-        FN(fo_lane_sumsq)(p + start, n, param_sq);
-        FN(fo_lane_sumsq)(u, n, update_sq);
+        FN(fo_lane_sumsq2)(p + start, u, n, param_sq, update_sq);
     }
     sums[0] += FO_LANE_TOTAL(param_sq);
     sums[1] += FO_LANE_TOTAL(update_sq);

@@ -25,8 +25,7 @@ static FO_INLINE void FN(lars_sums_body)(const T *restrict p, const T *restrict 
         const int64_t n = end - start < FO_SUM_TILE ? end - start : FO_SUM_TILE;
         for (int64_t k = 0; k < n; k++)
             d[k] = FN(fo_grad)(g[start + k], sign, scale, SCALED);
-        FN(fo_lane_sumsq)(p + start, n, param_sq);
-        FN(fo_lane_sumsq)(d, n, grad_sq);
+        FN(fo_lane_sumsq2)(p + start, d, n, param_sq, grad_sq);
     }
     sums[0] += FO_LANE_TOTAL(param_sq);
     sums[1] += FO_LANE_TOTAL(grad_sq);

@@ -151,6 +151,9 @@ int fo_default_threads(void);
  * optimizer or OMP_NUM_THREADS) uses only the CPUs the load average shows idle. */
 void fo_set_auto_threads(int on);
 int fo_get_auto_threads(void);
+/* This process's own share of the load average that rule discounts (CPU seconds per
+ * second, averaged over about a minute; 0 where it is not tracked). */
+double fo_own_load_average(void);
 
 /* Flush subnormals to zero (FTZ and DAZ) during each call, restored after it. */
 void fo_set_flush_denormal(int on);

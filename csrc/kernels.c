@@ -28,6 +28,11 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__linux__) || defined(__APPLE__)
+#include <pthread.h>
+#include <sys/resource.h>
+#include <time.h>
+#endif
 #if defined(__SSE2__)
 #include <xmmintrin.h>
 #endif
@@ -460,8 +465,47 @@ static void fo_run_parallel(const fo_task *tasks, int64_t ntasks, const int64_t 
  * CPUs the load average says are idle: an OpenMP team on a machine whose cores are
  * busy waits at its barrier for a worker the scheduler has not run yet, and libgomp's
  * spinning makes that wait milliseconds long (a step 10x slower than on one thread).
- * The calling thread itself counts as one unit of load. */
+ *
+ * The load average counts this process too: a run of threaded steps raises it, and
+ * taken as other processes' load it would cut the team down to one thread on an idle
+ * machine.  So this process's own CPU use (all its threads, OpenMP workers spinning
+ * between steps included) is averaged the way the kernel averages the one-minute
+ * load, and only the rest counts as others' load; the calling thread counts as at
+ * least one unit of this process's load. */
 #ifdef _OPENMP
+#if defined(__linux__) || defined(__APPLE__)
+static pthread_mutex_t fo_own_lock = PTHREAD_MUTEX_INITIALIZER;
+static double fo_own_load = 0, fo_own_cpu = -1, fo_own_wall = 0;
+
+/* This process's CPU seconds per second of wall time, as an exponential average with
+ * the one-minute load average's time constant, updated at most every 50 ms. */
+double fo_own_load_average(void)
+{
+    struct rusage usage;
+    struct timespec now;
+    if (getrusage(RUSAGE_SELF, &usage) != 0 || clock_gettime(CLOCK_MONOTONIC, &now) != 0)
+        return fo_own_load;
+    const double cpu = (double)usage.ru_utime.tv_sec + 1e-6 * (double)usage.ru_utime.tv_usec +
+                       (double)usage.ru_stime.tv_sec + 1e-6 * (double)usage.ru_stime.tv_usec;
+    const double wall = (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
+    if (pthread_mutex_trylock(&fo_own_lock) != 0) return fo_own_load;
+    if (fo_own_cpu < 0) {
+        fo_own_cpu = cpu;
+        fo_own_wall = wall;
+    } else if (wall - fo_own_wall >= 0.05) {
+        const double elapsed = wall - fo_own_wall, keep = exp(-elapsed / 60.0);
+        fo_own_load = fo_own_load * keep + (cpu - fo_own_cpu) / elapsed * (1 - keep);
+        fo_own_cpu = cpu;
+        fo_own_wall = wall;
+    }
+    const double result = fo_own_load;
+    pthread_mutex_unlock(&fo_own_lock);
+    return result;
+}
+#else
+double fo_own_load_average(void) { return 0; }
+#endif
+
 static int fo_auto_threads(int nthreads)
 {
 #if defined(__linux__) || defined(__APPLE__)
@@ -470,13 +514,18 @@ static int fo_auto_threads(int nthreads)
     if (fo_threads_setting > 0 || explicit_env || !fo_auto_setting) return nthreads;
     double load;
     if (getloadavg(&load, 1) == 1) {
-        double idle = (double)nthreads + 1.0 - load;
+        double own = fo_own_load_average();
+        if (own < 1.0) own = 1.0;
+        const double others = load > own ? load - own : 0.0;
+        const double idle = (double)nthreads - others;
         int usable = idle < 1.0 ? 1 : (int)(idle + 0.5);
         if (usable < nthreads) nthreads = usable;
     }
 #endif
     return nthreads;
 }
+#else
+double fo_own_load_average(void) { return 0; }
 #endif
 
 void fo_reduce_tasks(const fo_task *tasks, int64_t ntasks)

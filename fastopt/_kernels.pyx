@@ -75,6 +75,7 @@ cdef extern from "fastopt.h" nogil:
     int fo_default_threads()
     void fo_set_auto_threads(int on)
     int fo_get_auto_threads()
+    double fo_own_load_average()
     void fo_set_flush_denormal(int on)
     int fo_get_flush_denormal()
     int fo_flush_supported()
@@ -387,9 +388,18 @@ def set_load_aware_threads(bint on):
     as many threads as the one-minute load average leaves CPUs idle, counting the
     calling thread: on a machine whose cores are busy, an OpenMP team waits at its
     barrier for workers the scheduler has not run, and a step can take ten times
-    longer than on one thread.  Results do not depend on it.
+    longer than on one thread.  This process's own CPU use, averaged the same way
+    (:func:`own_load_average`), is not counted as load, so a run of fastopt's own
+    threaded steps does not shrink its team.  Results do not depend on it.
     """
     fo_set_auto_threads(on)
+
+
+def own_load_average():
+    """This process's CPU seconds per second of wall time, averaged like the one-minute
+    load average (updated when a large step picks its thread count; 0 where not
+    tracked): the part of the load average the load-aware thread count discounts."""
+    return fo_own_load_average()
 
 
 def get_load_aware_threads():

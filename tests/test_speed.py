@@ -3,6 +3,8 @@ step plan (and when it is rebuilt), threads, instruction-set dispatch, state pla
 flush-to-zero, and the benchmark's command line."""
 import inspect
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -567,3 +569,20 @@ def test_bench_functional_calls_are_timed_as_written_calls():
     assert list(results) == [a.name for a in ALGORITHMS]
     for row in results.values():
         assert row["us"] > 0 and row["no_op_us"] > 0
+
+
+@pytest.mark.skipif(not _kernels.openmp() or _kernels.get_num_threads() < 2
+                    or "OMP_NUM_THREADS" in os.environ
+                    or _kernels.get_num_threads_setting() != 0,
+                    reason="the load-aware thread count applies to the default count only")
+def test_own_load_is_tracked_for_the_load_aware_thread_count():
+    """A run of large steps with the default thread count keeps an average of this
+    process's own CPU use, which the load-aware count does not take for others' load."""
+    assert _kernels.get_load_aware_threads()
+    n = 2 * _kernels.get_parallel_min()
+    opt = fastopt.SGD([np.zeros(n, dtype=np.float32)], lr=0.1)
+    grad = np.ones(n, dtype=np.float32)
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        opt.step([grad])
+    assert _kernels.own_load_average() > 0

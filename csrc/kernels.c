@@ -478,7 +478,8 @@ static pthread_mutex_t fo_own_lock = PTHREAD_MUTEX_INITIALIZER;
 static double fo_own_load = 0, fo_own_cpu = -1, fo_own_wall = 0;
 
 /* This process's CPU seconds per second of wall time, as an exponential average with
- * the one-minute load average's time constant, updated at most every 50 ms. */
+ * the one-minute load average's time constant, updated at most every 50 ms (the first
+ * call, at import, only starts the clock). */
 double fo_own_load_average(void)
 {
     struct rusage usage;

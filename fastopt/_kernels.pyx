@@ -991,6 +991,9 @@ from sys import intern as sys_intern
 import os as _os
 if _os.environ.get("FASTOPT_ISA"):
     set_isa(_os.environ["FASTOPT_ISA"].strip().lower())
+# start the average of this process's own load now, so that the first large step
+# already counts the CPU time this process used since it imported fastopt
+fo_own_load_average()
 
 
 # -- the functional API's compiled front end ---------------------------------------------

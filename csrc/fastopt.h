@@ -93,6 +93,9 @@ typedef struct {
 extern const fo_factored_entry fo_factored_kernels[];
 /* The factored kernel for the instruction set in use. */
 fo_factored_fn fo_select_factored(const fo_factored_entry *entry, int is_f64);
+/* Run one factored kernel on the calling thread (under flush-to-zero when set). */
+void fo_run_factored(fo_factored_fn fn, char *const *buf, int64_t batch, int64_t rows,
+                     int64_t cols, const double *hyper);
 extern const int fo_nfactored;
 
 /* One unit of work: one kernel over one parameter's buffers. */

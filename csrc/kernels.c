@@ -592,3 +592,12 @@ void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads)
 }
 
 void fo_run(const fo_task *tasks, int64_t ntasks) { fo_run_threads(tasks, ntasks, 0); }
+
+void fo_run_factored(fo_factored_fn fn, char *const *buf, int64_t batch, int64_t rows,
+                     int64_t cols, const double *hyper)
+{
+    const int flush = fo_flush_setting;
+    FO_FLUSH_BEGIN(flush);
+    fn(buf, batch, rows, cols, hyper);
+    FO_FLUSH_END(flush);
+}

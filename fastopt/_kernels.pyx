@@ -59,6 +59,8 @@ cdef extern from "fastopt.h" nogil:
     const fo_factored_entry fo_factored_kernels[]
     const int fo_nfactored
     fo_factored_fn fo_select_factored(const fo_factored_entry *entry, int is_f64)
+    void fo_run_factored(fo_factored_fn fn, char *const *buf, int64_t batch, int64_t rows,
+                         int64_t cols, const double *hyper)
     void fo_run(const fo_task *tasks, int64_t ntasks) noexcept nogil
     void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads) noexcept nogil
     int64_t fo_parallel_min
@@ -984,7 +986,7 @@ def _run_factored(list tasks, labels):
             hyper[s] = values[s]
         dims[0], dims[1], dims[2] = shape
         with nogil:
-            fn(bufs, dims[0], dims[1], dims[2], hyper)
+            fo_run_factored(fn, bufs, dims[0], dims[1], dims[2], hyper)
 
 
 from sys import intern as sys_intern
@@ -1278,7 +1280,7 @@ cdef class FastStep:
             fentry = &fo_factored_kernels[self.factored]
             ffn = fo_select_factored(fentry, typenum == cnp.NPY_FLOAT64)
             with nogil:
-                ffn(task.buf, 1, 1, n, hyper)
+                fo_run_factored(ffn, task.buf, 1, 1, n, hyper)
             return True
         entry = &fo_kernels[self.index]
         task.fn = fo_select(entry, typenum == cnp.NPY_FLOAT64)

@@ -478,6 +478,27 @@ def test_large_state_buffers_avoid_the_parameters_page_offset():
     assert len(offsets) == 4
 
 
+@pytest.mark.parametrize("shape", [(64,), (8, 8)], ids=["vector", "matrix"])
+def test_flush_to_zero_covers_the_factored_kernel(shape):
+    """Adafactor runs outside the element-wise runner; flush-to-zero applies to it too:
+    with a zero gradient the step only decays the parameter, and a subnormal parameter
+    decays to zero only when subnormals are flushed."""
+    sub = np.float32(np.finfo(np.float32).smallest_normal / 4)
+    flushed = fastopt.Adafactor([np.full(shape, sub, np.float32)], weight_decay=0.1)
+    kept = fastopt.Adafactor([np.full(shape, sub, np.float32)], weight_decay=0.1)
+    grad = np.zeros(shape, np.float32)
+    try:
+        fastopt.set_flush_denormal(True)
+        if not _kernels.get_flush_denormal():
+            pytest.skip("no flush-to-zero on this CPU")
+        flushed.step([grad])
+    finally:
+        fastopt.set_flush_denormal(False)
+    kept.step([grad])
+    assert np.all(flushed.param_groups[0]["params"][0] == 0)
+    assert np.all(kept.param_groups[0]["params"][0] != 0)
+
+
 def test_flush_to_zero_is_scoped_to_the_call():
     tiny = np.finfo(np.float32).smallest_normal
     sub = np.float32(tiny / 4)

@@ -88,14 +88,22 @@ typedef struct {
     const char *buffers;
     const char *hyper;
     fo_factored_fn isa[FO_NISA][2];  /* as fo_kernel_entry.isa */
+    /* NULL, or a two-pass element-wise kernel for a parameter of fewer than two
+     * dimensions (batch = rows = 1), which the runner can split over threads: buffers
+     * as above, scalars as above followed by "numel" and its two sums */
+    const fo_kernel_entry *vector;
 } fo_factored_entry;
 
 extern const fo_factored_entry fo_factored_kernels[];
 /* The factored kernel for the instruction set in use. */
 fo_factored_fn fo_select_factored(const fo_factored_entry *entry, int is_f64);
-/* Run one factored kernel on the calling thread (under flush-to-zero when set). */
-void fo_run_factored(fo_factored_fn fn, char *const *buf, int64_t batch, int64_t rows,
-                     int64_t cols, const double *hyper);
+/* Run one factored kernel (under flush-to-zero when set): a parameter it does not
+ * factor (its last state buffer given, batch = rows = 1) through the entry's
+ * element-wise kernel with `nthreads` threads (<= 0: the default), anything else on
+ * the calling thread. */
+void fo_run_factored(const fo_factored_entry *entry, int is_f64, char *const *buf,
+                     int64_t batch, int64_t rows, int64_t cols, const double *hyper,
+                     int nthreads);
 extern const int fo_nfactored;
 
 /* One unit of work: one kernel over one parameter's buffers. */

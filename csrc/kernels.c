@@ -270,10 +270,19 @@ const fo_kernel_entry fo_kernels[] = {
 };
 const int fo_nkernels = (int)(sizeof(fo_kernels) / sizeof(fo_kernels[0]));
 
+static const fo_kernel_entry fo_adafactor_vector = {
+    .name = "adafactor_vector", .f32 = adafactor_vector_f32, .f64 = adafactor_vector_f64,
+    .buffers = "param grad row_var col_var variance",
+    .hyper = "step lr beta2_decay eps1 eps2 d weight_decay maximize grad_scale numel "
+             "param_sq_norm update_sq_norm",
+    .reduce_f32 = adafactor_vector_sums_f32, .reduce_f64 = adafactor_vector_sums_f64,
+    .nsums = 2, .isa = FO_ISA_FNS(adafactor_vector),
+    .reduce_isa = FO_ISA_SUMS(adafactor_vector)};
+
 const fo_factored_entry fo_factored_kernels[] = {
     {"adafactor", adafactor_f32, adafactor_f64, "param grad row_var col_var variance",
      "step lr beta2_decay eps1 eps2 d weight_decay maximize grad_scale",
-     FO_ISA_FNS(adafactor)},
+     FO_ISA_FNS(adafactor), &fo_adafactor_vector},
 };
 const int fo_nfactored = (int)(sizeof(fo_factored_kernels) / sizeof(fo_factored_kernels[0]));
 
@@ -593,11 +602,40 @@ void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads)
 
 void fo_run(const fo_task *tasks, int64_t ntasks) { fo_run_threads(tasks, ntasks, 0); }
 
-void fo_run_factored(fo_factored_fn fn, char *const *buf, int64_t batch, int64_t rows,
-                     int64_t cols, const double *hyper)
+/* The number of space-separated names in `names`. */
+static int fo_count_words(const char *names)
 {
+    int count = 0;
+    for (const char *c = names; *c; c++)
+        if (*c != ' ' && (c == names || c[-1] == ' ')) count++;
+    return count;
+}
+
+void fo_run_factored(const fo_factored_entry *entry, int is_f64, char *const *buf,
+                     int64_t batch, int64_t rows, int64_t cols, const double *hyper,
+                     int nthreads)
+{
+    const int nbuf = fo_count_words(entry->buffers), nhyper = fo_count_words(entry->hyper);
+    /* a parameter the kernel does not factor keeps its last state buffer (a matrix of
+     * one row does not) */
+    if (batch == 1 && rows == 1 && entry->vector != NULL && buf[nbuf - 1] != NULL) {
+        double h[FO_MAX_HYPER] = {0};
+        for (int k = 0; k < nhyper && k < FO_MAX_HYPER - 3; k++) h[k] = hyper[k];
+        h[nhyper] = (double)cols;
+        fo_task task;
+        memset(&task, 0, sizeof task);
+        task.fn = fo_select(entry->vector, is_f64);
+        for (int k = 0; k < FO_MAX_BUFS; k++) task.buf[k] = buf[k];
+        task.n = cols;
+        task.hyper = h;
+        task.reduce = fo_select_reduce(entry->vector, is_f64);
+        task.nsums = 2;
+        task.sums = &h[nhyper + 1];
+        fo_run_threads(&task, 1, nthreads);
+        return;
+    }
     const int flush = fo_flush_setting;
     FO_FLUSH_BEGIN(flush);
-    fn(buf, batch, rows, cols, hyper);
+    fo_select_factored(entry, is_f64)(buf, batch, rows, cols, hyper);
     FO_FLUSH_END(flush);
 }

@@ -59,8 +59,9 @@ cdef extern from "fastopt.h" nogil:
     const fo_factored_entry fo_factored_kernels[]
     const int fo_nfactored
     fo_factored_fn fo_select_factored(const fo_factored_entry *entry, int is_f64)
-    void fo_run_factored(fo_factored_fn fn, char *const *buf, int64_t batch, int64_t rows,
-                         int64_t cols, const double *hyper)
+    void fo_run_factored(const fo_factored_entry *entry, int is_f64, char *const *buf,
+                         int64_t batch, int64_t rows, int64_t cols, const double *hyper,
+                         int nthreads)
     void fo_run(const fo_task *tasks, int64_t ntasks) noexcept nogil
     void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads) noexcept nogil
     int64_t fo_parallel_min
@@ -201,7 +202,7 @@ def run(list tasks, labels, int num_threads=0):
     if ntasks == 0:
         return
     if tasks[0][0] in FACTORED:
-        return _run_factored(tasks, labels)
+        return _run_factored(tasks, labels, num_threads)
     table = <fo_task *>malloc(ntasks * sizeof(fo_task))
     hyper = <double *>malloc(ntasks * FO_MAX_HYPER * sizeof(double))
     spans = <_Span *>malloc(maxspans * sizeof(_Span))
@@ -909,14 +910,14 @@ def factored_shapes(shape):
             shape[:k - 2] + (1, shape[k - 1]))
 
 
-def _run_factored(list tasks, labels):
+def _run_factored(list tasks, labels, int num_threads=0):
     """`run` for factored kernels: the same checks, with the state's own shapes."""
     cdef Py_ssize_t ntasks = len(tasks), t, s, nspans = 0
     cdef cnp.ndarray a, param
     cdef char *bufs[FO_MAX_BUFS]
     cdef double hyper[FO_MAX_HYPER]
     cdef int64_t dims[3]
-    cdef fo_factored_fn fn
+    cdef int is_f64
     cdef const fo_factored_entry *entry
     cdef _Span *spans = <_Span *>malloc(ntasks * FO_MAX_BUFS * sizeof(_Span))
     if spans == NULL:
@@ -976,7 +977,7 @@ def _run_factored(list tasks, labels):
         free(spans)
     for name, buffers, values, shape in prepared:
         entry = &fo_factored_kernels[_FACTORED_INDEX[name]]
-        fn = fo_select_factored(entry, cnp.PyArray_TYPE(<cnp.ndarray>buffers[0]) == cnp.NPY_FLOAT64)
+        is_f64 = cnp.PyArray_TYPE(<cnp.ndarray>buffers[0]) == cnp.NPY_FLOAT64
         for s in range(FO_MAX_BUFS):
             bufs[s] = NULL
         for s in range(len(buffers)):
@@ -986,7 +987,8 @@ def _run_factored(list tasks, labels):
             hyper[s] = values[s]
         dims[0], dims[1], dims[2] = shape
         with nogil:
-            fo_run_factored(fn, bufs, dims[0], dims[1], dims[2], hyper)
+            fo_run_factored(entry, is_f64, bufs, dims[0], dims[1], dims[2], hyper,
+                            num_threads)
 
 
 from sys import intern as sys_intern
@@ -1183,7 +1185,6 @@ cdef class FastStep:
         cdef int64_t n
         cdef const fo_kernel_entry *entry
         cdef const fo_factored_entry *fentry
-        cdef fo_factored_fn ffn
         # hyperparameters validated before
         for slot in range(_FAST_SLOTS):
             known = <object>PyList_GET_ITEM(self.values, slot)
@@ -1278,9 +1279,9 @@ cdef class FastStep:
             return True
         if self.factored >= 0:
             fentry = &fo_factored_kernels[self.factored]
-            ffn = fo_select_factored(fentry, typenum == cnp.NPY_FLOAT64)
             with nogil:
-                fo_run_factored(ffn, task.buf, 1, 1, n, hyper)
+                fo_run_factored(fentry, typenum == cnp.NPY_FLOAT64, task.buf, 1, 1, n, hyper,
+                                0)
             return True
         entry = &fo_kernels[self.index]
         task.fn = fo_select(entry, typenum == cnp.NPY_FLOAT64)

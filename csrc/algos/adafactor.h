@@ -20,8 +20,8 @@
  *           denom = max(1, sqrt(update_sq) / (n**0.5 * d_clip))
  *   pass 3: p = p * (1 - lr * weight_decay);  p = p + (-alpha / denom) * u
  *
- * (A parameter of fewer than two dimensions fuses passes 1 and 2; see
- * adafactor_vector_sums.)
+ * A parameter of fewer than two dimensions runs as an element-wise two-pass kernel
+ * instead (adafactor_vector below), split over threads like LAMB.
  *
  * with d = (-g if maximize else g) / grad_scale.  param_sq and update_sq are summed in
  * the order fastopt.h fixes for reductions (blocks, lanes); row and column sums
@@ -57,53 +57,6 @@ static FO_INLINE double FN(fo_acc_total)(const FN(fo_ordered_acc) *acc, int64_t 
 static FO_INLINE double FN(fo_py_max)(double a, double b) { return b > a ? b : a; }
 static FO_INLINE double FN(fo_py_min)(double a, double b) { return b < a ? b : a; }
 
-/* A parameter with fewer than two dimensions (an unfactored `variance`) takes two
- * vectorized passes instead of three: pass 1 updates `variance` and sums the squares of
- * the parameter and of the update u (which needs only this element's new variance),
- * pass 2 writes the parameter.  The sums follow fastopt.h's order (FO_SUM_BLOCK
- * blocks, FO_SUM_LANES lanes), as the three-pass loops do, so the bits are the same. */
-static FO_INLINE void FN(adafactor_vector_sums)(const T *restrict p, const T *restrict g,
-                                                T *restrict variance, int64_t n, T sign,
-                                                T scale, T w, T one_minus_w, T teps1_sq,
-                                                double *param_sq, double *update_sq,
-                                                const int SMALL, const int SCALED)
-{
-    T u[FO_SUM_TILE];
-    *param_sq = 0;
-    *update_sq = 0;
-    for (int64_t block = 0; block < n; block += FO_SUM_BLOCK) {
-        const int64_t block_end = n - block < FO_SUM_BLOCK ? n : block + FO_SUM_BLOCK;
-        double param_lanes[FO_SUM_LANES] = {0}, update_lanes[FO_SUM_LANES] = {0};
-        for (int64_t start = block; start < block_end; start += FO_SUM_TILE) {
-            const int64_t len = block_end - start < FO_SUM_TILE ? block_end - start
-                                                                : FO_SUM_TILE;
-            for (int64_t k = 0; k < len; k++) {
-                const int64_t i = start + k;
-                T d = FN(fo_grad)(g[i], sign, scale, SCALED);
-                T v = FN(fo_lerp)(variance[i], d * d, w, one_minus_w, SMALL);
-                variance[i] = v;
-                u[k] = ((T)1 / SQRT(FN(fo_maximum)(v, teps1_sq))) * d;
-            }
-            FN(fo_lane_sumsq2)(p + start, u, len, param_lanes, update_lanes);
-        }
-        *param_sq += FO_LANE_TOTAL(param_lanes);
-        *update_sq += FO_LANE_TOTAL(update_lanes);
-    }
-}
-
-static FO_INLINE void FN(adafactor_vector_update)(T *restrict p, const T *restrict g,
-                                                  const T *restrict variance, int64_t n,
-                                                  T sign, T scale, T teps1_sq, T coef,
-                                                  T decay, const int WD, const int SCALED)
-{
-    for (int64_t i = 0; i < n; i++) {
-        T x = p[i];
-        if (WD) x = x * decay;
-        T d = FN(fo_grad)(g[i], sign, scale, SCALED);
-        p[i] = x + coef * (((T)1 / SQRT(FN(fo_maximum)(variance[i], teps1_sq))) * d);
-    }
-}
-
 void FN(adafactor)(char *const *buf, int64_t batch, int64_t rows, int64_t cols,
                    const double *h)
 {
@@ -123,25 +76,6 @@ void FN(adafactor)(char *const *buf, int64_t batch, int64_t rows, int64_t cols,
     const int small = (w < 0 ? -w : w) < (T)0.5;
     const T teps1 = (T)eps1, teps1_sq = (T)(eps1 * eps1);
 
-    if (!factored) {
-        double param_sq, update_sq;
-#define FO_ADAFACTOR_SUMS(_, S, G) FN(adafactor_vector_sums)(p, g, variance, n, sign, scale, w, one_minus_w, teps1_sq, &param_sq, &update_sq, S, G)
-#define FO_ADAFACTOR_SUMS_S(_, S) FO_OPT2(scaled, FO_ADAFACTOR_SUMS, _, S)
-        FO_OPT1(small, FO_ADAFACTOR_SUMS_S, _);
-#undef FO_ADAFACTOR_SUMS_S
-#undef FO_ADAFACTOR_SUMS
-        const double alpha_v =
-            FN(fo_py_max)(eps2, sqrt(n > 0 ? param_sq : 0.0) / pow((double)n, 0.5)) * rho_t;
-        const double denom_v = FN(fo_py_max)(
-            1.0, sqrt(n > 0 ? update_sq : 0.0) / (pow((double)n, 0.5) * d_clip));
-        const T coef_v = (T)(-alpha_v / denom_v), decay_v = (T)(1 - lr * weight_decay);
-#define FO_ADAFACTOR_UPDATE(_, W, G) FN(adafactor_vector_update)(p, g, variance, n, sign, scale, teps1_sq, coef_v, decay_v, W, G)
-#define FO_ADAFACTOR_UPDATE_W(_, W) FO_OPT2(scaled, FO_ADAFACTOR_UPDATE, _, W)
-        FO_OPT1(weight_decay != 0, FO_ADAFACTOR_UPDATE_W, _);
-#undef FO_ADAFACTOR_UPDATE_W
-#undef FO_ADAFACTOR_UPDATE
-        return;
-    }
 
     /* pass 1: the parameter's norm, then the second-moment state */
     FN(fo_ordered_acc) acc = {{0}, 0};
@@ -213,3 +147,109 @@ void FN(adafactor)(char *const *buf, int64_t batch, int64_t rows, int64_t cols,
     free(col_sq);
     free(row_mean);
 }
+
+/*
+ * Adafactor for a parameter of fewer than two dimensions, as a two-pass element-wise
+ * kernel (fastopt.h): the first pass (adafactor_vector_sums) computes each element's
+ * new variance and update without writing them and sums the squares of the parameter
+ * and of the update; the kernel computes them again, writes the variance and the
+ * parameter.  The same operations as the vector case of FN(adafactor), in the same
+ * order, and the sums in the same blocks and lanes, so the bits are the same; the
+ * runner can split both passes over threads.
+ *
+ * buffers: param grad row_var col_var variance (row_var and col_var unused)
+ * hyper:   step lr beta2_decay eps1 eps2 d weight_decay maximize grad_scale numel
+ *          param_sq_norm update_sq_norm
+ */
+typedef struct {
+    T sign, scale, w, one_minus_w, teps1_sq;
+    int small, scaled;
+} FN(adafactor_vconsts);
+
+static FO_INLINE FN(adafactor_vconsts) FN(adafactor_vsetup)(const double *h)
+{
+    const double eps1 = h[3] != h[3] ? (double)FO_EPS : h[3];
+    const T w = (T)pow(h[0], h[2]);
+    FN(adafactor_vconsts) c = {h[7] != 0 ? (T)-1 : (T)1, (T)h[8], w, (T)1 - w,
+                               (T)(eps1 * eps1), (w < 0 ? -w : w) < (T)0.5, h[8] != 1};
+    return c;
+}
+
+static FO_INLINE T FN(adafactor_vnew)(const FN(adafactor_vconsts) *c, T g, T v_old, T *v_new,
+                                      const int SMALL, const int SCALED)
+{
+    T d = FN(fo_grad)(g, c->sign, c->scale, SCALED);
+    T v = FN(fo_lerp)(v_old, d * d, c->w, c->one_minus_w, SMALL);
+    *v_new = v;
+    return ((T)1 / SQRT(FN(fo_maximum)(v, c->teps1_sq))) * d;
+}
+
+static FO_INLINE void FN(adafactor_vector_sums_body)(const T *restrict p, const T *restrict g,
+                                                     const T *restrict variance,
+                                                     int64_t begin, int64_t end,
+                                                     const FN(adafactor_vconsts) *c,
+                                                     double *sums, const int SMALL,
+                                                     const int SCALED)
+{
+    double param_lanes[FO_SUM_LANES] = {0}, update_lanes[FO_SUM_LANES] = {0};
+    T u[FO_SUM_TILE];
+    for (int64_t start = begin; start < end; start += FO_SUM_TILE) {
+        const int64_t n = end - start < FO_SUM_TILE ? end - start : FO_SUM_TILE;
+        for (int64_t k = 0; k < n; k++) {
+            T v;
+            u[k] = FN(adafactor_vnew)(c, g[start + k], variance[start + k], &v, SMALL, SCALED);
+        }
+        FN(fo_lane_sumsq2)(p + start, u, n, param_lanes, update_lanes);
+    }
+    sums[0] += FO_LANE_TOTAL(param_lanes);
+    sums[1] += FO_LANE_TOTAL(update_lanes);
+}
+
+FO_KERNEL void FN(adafactor_vector_sums)(char *const *buf, int64_t begin, int64_t end,
+                                         const double *h, double *sums)
+{
+    const FN(adafactor_vconsts) c = FN(adafactor_vsetup)(h);
+#define FO_AFV_SUMS(_, S, G) FN(adafactor_vector_sums_body)((const T *)buf[0], (const T *)buf[1], (const T *)buf[4], begin, end, &c, sums, S, G)
+#define FO_AFV_SUMS_S(_, S) FO_OPT2(c.scaled, FO_AFV_SUMS, _, S)
+    FO_OPT1(c.small, FO_AFV_SUMS_S, _);
+#undef FO_AFV_SUMS_S
+#undef FO_AFV_SUMS
+}
+
+static FO_INLINE void FN(adafactor_vector_body)(T *restrict p, const T *restrict g,
+                                                T *restrict variance, int64_t begin,
+                                                int64_t end, const FN(adafactor_vconsts) *c,
+                                                T coef, T decay, const int WD, const int SMALL,
+                                                const int SCALED)
+{
+    for (int64_t i = begin; i < end; i++) {
+        T v;
+        T x = p[i];
+        if (WD) x = x * decay;
+        T u = FN(adafactor_vnew)(c, g[i], variance[i], &v, SMALL, SCALED);
+        variance[i] = v;
+        p[i] = x + coef * u;
+    }
+}
+
+FO_KERNEL void FN(adafactor_vector)(char *const *buf, int64_t begin, int64_t end,
+                                    const double *h)
+{
+    const FN(adafactor_vconsts) c = FN(adafactor_vsetup)(h);
+    const double step = h[0], lr = h[1], eps2 = h[4], d_clip = h[5], weight_decay = h[6];
+    const double n = h[9], param_sq = h[10], update_sq = h[11];
+    const double rho_t = FN(fo_py_min)(lr, 1 / pow(step, 0.5));
+    const double alpha =
+        FN(fo_py_max)(eps2, sqrt(n > 0 ? param_sq : 0.0) / pow(n, 0.5)) * rho_t;
+    const double denom =
+        FN(fo_py_max)(1.0, sqrt(n > 0 ? update_sq : 0.0) / (pow(n, 0.5) * d_clip));
+    const T coef = (T)(-alpha / denom), decay = (T)(1 - lr * weight_decay);
+#define FO_AFV(_, W, S, G) FN(adafactor_vector_body)((T *)buf[0], (const T *)buf[1], (T *)buf[4], begin, end, &c, coef, decay, W, S, G)
+#define FO_AFV_S(_, W, S) FO_OPT3(c.scaled, FO_AFV, _, W, S)
+#define FO_AFV_W(_, W) FO_OPT2(c.small, FO_AFV_S, _, W)
+    FO_OPT1(weight_decay != 0, FO_AFV_W, _);
+#undef FO_AFV_W
+#undef FO_AFV_S
+#undef FO_AFV
+}
+

@@ -41,6 +41,29 @@ static FO_INLINE T FN(fo_grad)(T g, T sign, T grad_scale, const int SCALED)
     return SCALED ? d / grad_scale : d;
 }
 
+/* Weight decay of the Adam family: decoupled (AdamW's x = x * (1 - lr * wd), `decay`)
+ * or coupled into the gradient (d = d + wd * x), as the options say. */
+static FO_INLINE void FN(fo_weight_decay)(T *x, T *d, T wd, T decay, const int WD,
+                                          const int DECOUPLED)
+{
+    if (WD) {
+        if (DECOUPLED) *x = *x * decay;
+        else *d = *d + wd * *x;
+    }
+}
+
+/* Adam's moments, stored and returned: m = lerp(m, d, 1 - beta1) (`w`),
+ * v = v * beta2 + ((1 - beta2) * d) * d. */
+static FO_INLINE void FN(fo_adam_moments)(T *m, T *v, T d, T w, T one_minus_w, T beta2,
+                                          T one_minus_beta2, T *m_new, T *v_new,
+                                          const int SMALL)
+{
+    *m_new = FN(fo_lerp)(*m, d, w, one_minus_w, SMALL);
+    *m = *m_new;
+    *v_new = *v * beta2 + (one_minus_beta2 * d) * d;
+    *v = *v_new;
+}
+
 /* Fold FO_SUM_LANES lane sums into one, in the order fastopt.h fixes. */
 #ifndef FO_LANE_TOTAL
 #define FO_LANE_TOTAL(a) \

@@ -25,10 +25,7 @@ static FO_INLINE void FN(adabelief_body)(T *restrict p, const T *restrict g, T *
     for (int64_t i = begin; i < end; i++) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         T x = p[i];
-        if (WD) {
-            if (DECOUPLED) x = x * decay;
-            else d = d + wd * x;
-        }
+        FN(fo_weight_decay)(&x, &d, wd, decay, WD, DECOUPLED);
         T mi = m[i] * beta1 + one_minus_beta1 * d;
         m[i] = mi;
         T r = d - mi;

@@ -27,14 +27,10 @@ static FO_INLINE void FN(adam_body)(T *restrict p, const T *restrict g, T *restr
     for (int64_t i = begin; i < end; i++) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         T x = p[i];
-        if (WD) {
-            if (DECOUPLED) x = x * decay;
-            else d = d + wd * x;
-        }
-        T mi = FN(fo_lerp)(m[i], d, w, one_minus_w, SMALL);
-        m[i] = mi;
-        T vi = v[i] * beta2 + (one_minus_beta2 * d) * d;
-        v[i] = vi;
+        FN(fo_weight_decay)(&x, &d, wd, decay, WD, DECOUPLED);
+        T mi, vi;
+        FN(fo_adam_moments)(&m[i], &v[i], d, w, one_minus_w, beta2, one_minus_beta2, &mi, &vi,
+                            SMALL);
         if (AMSGRAD) {
             vi = FN(fo_maximum)(vmax[i], vi);
             vmax[i] = vi;

@@ -1164,10 +1164,6 @@ cdef class FastStep:
         """Drop every stored set of values."""
         self.values = [None] * _FAST_SLOTS
 
-    def __call__(self, tuple buffers, tuple values, step=None, first_step=False,
-                 grad_scale=None, tuple advanced=()):
-        return self.run(buffers, values, step, first_step, grad_scale, advanced)
-
     cpdef bint run(self, tuple buffers, tuple values, object step, object first_step,
                    object grad_scale, tuple advanced) except -1:
         """Run the step if everything is known valid; else return False, having

@@ -32,13 +32,69 @@ static FO_INLINE T FN(fo_minimum)(T a, T b)
     return (a != a || a < b) ? a : b;
 }
 
+/* x / c for a divisor c that stays the same over the loop, with the bits of the
+ * division but, where FO_FAST_CDIV allows, without the divider (its throughput bounds
+ * the Adam family in cache: one vector division every several cycles, at every
+ * vector width).
+ *
+ * float (FO_FAST_CDIV >= 1): the double product x * (1/c), rounded to float.  The
+ * quotient of two 24-bit numbers is never a float rounding boundary and lies at
+ * least 2**-49 (relative) from every one, while the double product is within 2**-52
+ * of it, so both round to the same float: for every x and c, including zeros,
+ * infinities, NaN and subnormals (checked over all 2**32 x for ten divisors).
+ *
+ * double (FO_FAST_CDIV == 2, fo_div_sqrt_const only): q1 = x*zh + x*zl, where
+ * zh + zl is 1/c to 2**-106, is within one ulp of x/c; one correction,
+ * q1 + (x - q1*c)*zh with the remainder exact in an FMA, is then the rounded
+ * quotient (Markstein's theorem).  That needs no underflow in the remainder, which
+ * holds for x = sqrt(v), v >= 0 (zero or at least 2**-537), and c within
+ * 2**-64..2**64; kernels check c with FO_CDIV_GUARD and run the baseline's plain
+ * division otherwise.  For zeros, infinities and NaN (where q1 or the correction is
+ * NaN or zero) x * zh is the quotient. */
+static FO_INLINE T FN(fo_div_const)(T x, T c)
+{
+#if FO_FAST_CDIV && !FO_T_F64
+    return (T)((double)x * (1.0 / (double)c));
+#else
+    return x / c;
+#endif
+}
+
+static FO_INLINE T FN(fo_div_sqrt_const)(T x, T c)
+{
+#if FO_FAST_CDIV == 2 && FO_T_F64
+    const double zh = 1.0 / c, zl = __builtin_fma(-zh, c, 1.0) / c;
+    const double q1 = __builtin_fma(x, zh, x * zl);
+    const double q2 = __builtin_fma(__builtin_fma(-q1, c, x), zh, q1);
+    return (q1 != 0 && q2 == q2) ? q2 : x * zh;
+#else
+    return FN(fo_div_const)(x, c);
+#endif
+}
+
+/* In a kernel that calls fo_div_sqrt_const(x, c): run the baseline instantiation
+ * instead when c is outside the range the double form needs. */
+#undef FO_CDIV_GUARD
+#if FO_FAST_CDIV == 2 && FO_T_F64
+#define FO_CDIV_GUARD(name, c)                                                         \
+    do {                                                                               \
+        const double fo_c_ = (c);                                                      \
+        if (!(fo_c_ >= 0x1p-64 && fo_c_ <= 0x1p64)) {                                   \
+            FO_CAT(name, SFX_BASE)(buf, begin, end, h);                                \
+            return;                                                                    \
+        }                                                                              \
+    } while (0)
+#else
+#define FO_CDIV_GUARD(name, c) ((void)0)
+#endif
+
 /* The gradient as the update sees it: negated for maximize (sign = -1), divided by the
  * loss scale when SCALED (torch's fused kernels divide by grad_scale first and negate
  * after; the two orders give the same bits). */
 static FO_INLINE T FN(fo_grad)(T g, T sign, T grad_scale, const int SCALED)
 {
     T d = sign * g;
-    return SCALED ? d / grad_scale : d;
+    return SCALED ? FN(fo_div_const)(d, grad_scale) : d;
 }
 
 /* Weight decay of the Adam family: decoupled (AdamW's x = x * (1 - lr * wd), `decay`)

@@ -119,8 +119,9 @@ def test_float32_and_float64_agree(algorithm, hyper):
 @pytest.mark.parametrize("algorithm,hyper", algorithm_configs())
 def test_grad_scale_matches_reference(algorithm, hyper, dtype, grad_scale):
     """The scaled loop of every kernel against the reference's ``d / grad_scale``; 0.37
-    is no power of two, so a kernel that multiplied by a rounded reciprocal would
-    differ."""
+    is no power of two, so a kernel that multiplied by a reciprocal rounded to the
+    element type would differ (float32 kernels multiply by one rounded to double,
+    which gives the quotient's bits: see fo_div_const in kernels_impl.h)."""
     rng = np.random.default_rng(11)
     for n in (0, 1, 17, 1023):
         param, grads = random_problem(rng, n, dtype, 8)
@@ -153,6 +154,95 @@ def test_grad_scale_equals_stepping_with_divided_gradients(algorithm, hyper, dty
         opt_divided.step([grad / dtype(3.0)])
     assert scaled.tobytes() == divided.tobytes()
     assert not np.array_equal(scaled, start)
+
+
+def same_bits_or_both_nan(a, b):
+    """Bit for bit equal, where NaN matches NaN of any payload."""
+    nan = np.isnan(a) & np.isnan(b)
+    return np.array_equal(np.isnan(a), np.isnan(b)) and a[~nan].tobytes() == b[~nan].tobytes()
+
+
+def special_values(dtype, n, rng):
+    """Values that stress a division: signed zeros, the smallest subnormal and normal
+    numbers, values near overflow, infinities and NaN, among ordinary ones."""
+    info = np.finfo(dtype)
+    special = np.array([0.0, -0.0, info.smallest_subnormal, -info.smallest_subnormal,
+                        info.tiny, info.tiny * 3, info.max, -info.max, info.max / 7,
+                        np.inf, -np.inf, np.nan, 1.0, -1.0, 1e-30, 3e20], dtype=dtype)
+    values = (rng.standard_normal(n) * np.exp(rng.uniform(-40, 40, n))).astype(dtype)
+    values[rng.integers(0, n, n // 3)] = rng.choice(special, n // 3)
+    values[:special.size] = special
+    return values
+
+
+@pytest.mark.parametrize("grad_scale", [None, 0.37, 3e-30, 7e25])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", ["adam", "adamw", "adabelief", "adan", "nadam", "radam",
+                                  "lamb"])
+def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_scale):
+    """The kernels that divide by a loop-invariant divisor (bias corrections, the loss
+    scale) do it without the divider on AVX2 and AVX-512 (fo_div_const and
+    fo_div_sqrt_const in kernels_impl.h); on every instruction set, gradients and state
+    full of zeros, subnormals, huge values, infinities and NaN give the reference's
+    bits."""
+    from fastopt import _kernels
+    algorithm = fastopt.get_algorithm(name)
+    hyper = dict(algorithm.defaults)
+    before = _kernels.get_isa()
+    try:
+        for isa in _kernels.isa_available():
+            _kernels.set_isa(isa)
+            rng = np.random.default_rng(21)
+            n = 1000 + 37
+            param = special_values(dtype, n, rng)
+            ref_param = param.copy()
+            state = new_state(algorithm, hyper, param)
+            for b in state:
+                if b is not None:
+                    b[...] = special_values(dtype, b.size, rng).reshape(b.shape)
+            ref_state = [None if b is None else b.copy() for b in state]
+            scalar_state = None
+            for step in range(1, 4):
+                grad = special_values(dtype, n, rng)
+                advanced, scalar_state = algorithm.advance_scalars(hyper, step, scalar_state)
+                kwargs = functional_kwargs(algorithm, hyper, step, step == 1, advanced)
+                with np.errstate(all="ignore"):
+                    algorithm.functional(param, grad, *state, grad_scale=grad_scale, **kwargs)
+                    algorithm.reference(ref_param, grad, *ref_state, grad_scale=grad_scale,
+                                        **kwargs)
+                assert same_bits_or_both_nan(param, ref_param), (isa, step)
+                for spec, mine, ref in zip(algorithm.state, state, ref_state):
+                    if mine is not None:
+                        assert same_bits_or_both_nan(mine, ref), (isa, spec.name, step)
+    finally:
+        _kernels.set_isa(before)
+
+
+@pytest.mark.parametrize("beta2,step", [(1.0, 1.0), (2.0, 1.0), (-1e50, 1.0), (-1e300, 3.0),
+                                        (1 - 2.0**-53, 1.0)])
+def test_degenerate_bias_corrections_give_the_baselines_bits(beta2, step):
+    """Adam's double kernels divide by sqrt(1 - beta2**step) with fo_div_sqrt_const on
+    AVX2 and AVX-512; a divisor of 0, NaN, infinity, a huge one or the smallest one
+    (betas the API rejects, so only the raw kernel call gets there) gives the
+    baseline division's bits on every instruction set."""
+    from fastopt import _kernels
+    rng = np.random.default_rng(22)
+    start = [special_values(np.float64, 300, rng) for _ in range(4)]
+    hyper = (step, 1e-3, 0.9, beta2, 1e-8, 0.0, 0.0, 0.0, 0.0, 1.0)
+    before = _kernels.get_isa()
+    results = {}
+    try:
+        for isa in _kernels.isa_available():
+            _kernels.set_isa(isa)
+            p, g, m, v = (a.copy() for a in start)
+            with np.errstate(all="ignore"):
+                _kernels.run([("adam", (p, g, m, v, None), hyper)], lambda task, slot: str(slot))
+            results[isa] = (p, m, v)
+    finally:
+        _kernels.set_isa(before)
+    baseline = results.pop("baseline")
+    for isa, arrays in results.items():
+        assert all(same_bits_or_both_nan(a, b) for a, b in zip(arrays, baseline)), isa
 
 
 ND_SHAPES = [(3, 7), (2, 3, 5), (1, 1), (5, 1), (1, 6), (0, 4), (4, 0), (2, 0, 3), (40, 70),

@@ -32,7 +32,7 @@ static FO_INLINE void FN(adabelief_body)(T *restrict p, const T *restrict g, T *
         T si = s[i] * beta2 + (one_minus_beta2 * r) * r;
         si = si + eps;
         s[i] = si;
-        p[i] = x + (neg_step_size * mi) / (SQRT(si) / bc2_sqrt + eps);
+        p[i] = x + (neg_step_size * mi) / (FN(fo_div_sqrt_const)(SQRT(si), bc2_sqrt) + eps);
     }
 }
 
@@ -47,6 +47,7 @@ FO_KERNEL void FN(adabelief)(char *const *buf, int64_t begin, int64_t end, const
     const double step_size = lr / (1 - pow(beta1, step));
     const double bias_correction2_sqrt = pow(1 - pow(beta2, step), 0.5);
     const T sign = maximize ? (T)-1 : (T)1, scale = (T)h[8];
+    FO_CDIV_GUARD(adabelief, (T)bias_correction2_sqrt);
 #define FO_ADABELIEF_3(_, W, D, G) FN(adabelief_body)(p, g, m, s, begin, end, sign, (T)weight_decay, (T)(1 - lr * weight_decay), (T)beta1, (T)(1 - beta1), (T)beta2, (T)(1 - beta2), (T)eps, (T)bias_correction2_sqrt, (T)(-step_size), scale, W, D, G)
 #define FO_ADABELIEF_2(_, W, D) FO_OPT3(scaled, FO_ADABELIEF_3, _, W, D)
 #define FO_ADABELIEF_1(_, W) FO_OPT2(W && decoupled, FO_ADABELIEF_2, _, W)

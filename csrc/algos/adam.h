@@ -35,7 +35,7 @@ static FO_INLINE void FN(adam_body)(T *restrict p, const T *restrict g, T *restr
             vi = FN(fo_maximum)(vmax[i], vi);
             vmax[i] = vi;
         }
-        p[i] = x + (neg_step_size * mi) / (SQRT(vi) / bc2_sqrt + eps);
+        p[i] = x + (neg_step_size * mi) / (FN(fo_div_sqrt_const)(SQRT(vi), bc2_sqrt) + eps);
     }
 }
 
@@ -58,6 +58,7 @@ FO_KERNEL void FN(adam)(char *const *buf, int64_t begin, int64_t end, const doub
     const T tb2 = (T)beta2, omb2 = (T)(1 - beta2), bc2s = (T)bias_correction2_sqrt;
     const T te = (T)eps, nss = (T)(-step_size), scale = (T)h[9];
     const int scaled = h[9] != 1;
+    FO_CDIV_GUARD(adam, bc2s);
 #define FO_ADAM_G(W, D, A, S, G) FN(adam_body)(p, g, m, v, vmax, begin, end, sign, wd, decay, w, one_minus_w, tb2, omb2, bc2s, te, nss, scale, W, D, A, S, G)
 #define FO_ADAM(W, D, A, S) FO_OPT1(scaled, FO_ADAM_G, W, D, A, S)
 #define FO_ADAM_AS(W, D)                                                    \

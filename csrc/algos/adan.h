@@ -43,12 +43,12 @@ static FO_INLINE void FN(adan_body)(T *restrict p, const T *restrict g, T *restr
         md[i] = mdi;
         T ni = n[i] * beta3 + (one_minus_beta3 * u) * u;
         n[i] = ni;
-        T denom = SQRT(ni) / bc3_sqrt + eps;
+        T denom = FN(fo_div_sqrt_const)(SQRT(ni), bc3_sqrt) + eps;
         T x = p[i];
         if (WD && NO_PROX) x = x * decay;
         x = x + (neg_step_size * mi) / denom;
         x = x + (neg_step_size_diff * mdi) / denom;
-        if (WD && !NO_PROX) x = x / prox;
+        if (WD && !NO_PROX) x = FN(fo_div_const)(x, prox);
         p[i] = x;
         pre[i] = d;
     }
@@ -66,6 +66,7 @@ FO_KERNEL void FN(adan)(char *const *buf, int64_t begin, int64_t end, const doub
     const double bc1 = 1 - pow(beta1, step), bc2 = 1 - pow(beta2, step);
     const double bc3_sqrt = pow(1 - pow(beta3, step), 0.5);
     const T sign = maximize ? (T)-1 : (T)1, scale = (T)h[10];
+    FO_CDIV_GUARD(adan, (T)bc3_sqrt);
 #define FO_ADAN_4(_, W, N, F, G) FN(adan_body)(p, g, m, md, n, pre, begin, end, sign, (T)beta1, (T)(1 - beta1), (T)beta2, (T)(1 - beta2), (T)beta3, (T)(1 - beta3), (T)bc3_sqrt, (T)eps, (T)(-(lr / bc1)), (T)(-(lr * beta2 / bc2)), (T)(1 - lr * weight_decay), (T)(1 + lr * weight_decay), scale, W, N, F, G)
 #define FO_ADAN_3(_, W, N, F) FO_OPT4(scaled, FO_ADAN_4, _, W, N, F)
 #define FO_ADAN_2(_, W, N) FO_OPT3(first, FO_ADAN_3, _, W, N)

@@ -2,7 +2,7 @@
  * Instantiates every kernel (kernels_impl.h) and the streaming ceiling kernel for
  * float and double, with names ending in FO_SFX_F32 and FO_SFX_F64.  kernels.c
  * includes this once per instruction set, inside that set's target region, with
- * FO_FAST_CDIV saying whether fo_div_const may avoid the divider there.  SFX_BASE
+ * FO_FAST_CDIV saying whether fo_div_sqrt_const may avoid the divider there.  SFX_BASE
  * names the baseline instantiation, which the others fall back on.
  */
 #define T float

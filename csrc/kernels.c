@@ -160,17 +160,12 @@ static double fo_pow(double x, double y)
 }
 #define pow fo_pow
 
-/* The baseline instantiation: names end in _f32 / _f64.  FO_FAST_CDIV (see
- * fo_div_const in kernels_impl.h) pays only with AVX2's conversions, so the baseline
- * has it only when the command line targets AVX2, and then for float alone: the
- * double form falls back on the baseline's plain division for unusual divisors. */
+/* The baseline instantiation: names end in _f32 / _f64.  It divides plainly
+ * (FO_FAST_CDIV 0; see fo_div_sqrt_const in kernels_impl.h): the other instruction
+ * sets fall back on it for divisors outside the range their correction needs. */
 #define FO_SFX_F32 f32
 #define FO_SFX_F64 f64
-#if defined(__AVX2__) && defined(__FMA__)
-#define FO_FAST_CDIV 1
-#else
 #define FO_FAST_CDIV 0
-#endif
 #include "instantiate.h"
 #undef FO_FAST_CDIV
 #undef FO_SFX_F32
@@ -191,7 +186,7 @@ static double fo_pow(double x, double y)
 #endif
 #define FO_SFX_F32 f32_avx2
 #define FO_SFX_F64 f64_avx2
-#define FO_FAST_CDIV 2
+#define FO_FAST_CDIV 1
 #include "instantiate.h"
 #undef FO_FAST_CDIV
 #undef FO_SFX_F32
@@ -212,7 +207,7 @@ static double fo_pow(double x, double y)
 #endif
 #define FO_SFX_F32 f32_avx512
 #define FO_SFX_F64 f64_avx512
-#define FO_FAST_CDIV 2
+#define FO_FAST_CDIV 1
 #include "instantiate.h"
 #undef FO_FAST_CDIV
 #undef FO_SFX_F32

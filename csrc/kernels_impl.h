@@ -32,54 +32,59 @@ static FO_INLINE T FN(fo_minimum)(T a, T b)
     return (a != a || a < b) ? a : b;
 }
 
-/* x / c for a divisor c that stays the same over the loop, with the bits of the
- * division but, where FO_FAST_CDIV allows, without the divider (its throughput bounds
- * the Adam family in cache: one vector division every several cycles, at every
- * vector width).
+/* x / c for x = sqrt(v) (v >= 0, or NaN) and a divisor c that stays the same over the
+ * loop, with the bits of the division but, where FO_FAST_CDIV allows (AVX2 and
+ * AVX-512, which have FMA), without the divider: its throughput bounds the Adam
+ * family in cache (one vector division every several cycles at any vector width).
  *
- * float (FO_FAST_CDIV >= 1): the double product x * (1/c), rounded to float.  The
- * quotient of two 24-bit numbers is never a float rounding boundary and lies at
- * least 2**-49 (relative) from every one, while the double product is within 2**-52
- * of it, so both round to the same float: for every x and c, including zeros,
- * infinities, NaN and subnormals (checked over all 2**32 x for ten divisors).
+ * q1 = x*zh + x*zl, where zh + zl is 1/c to about twice the precision, is within one
+ * ulp of x/c; one correction, q1 + (x - q1*c)*zh with the remainder exact in an FMA,
+ * is then the rounded quotient (Markstein's theorem).  It needs the remainder not to
+ * underflow, which holds for a square root (zero, or at least 2**-74.5 in float and
+ * 2**-537 in double) over c within 2**-32..2**32 (float) or 2**-64..2**64 (double);
+ * kernels check c with FO_CDIV_GUARD and run the baseline's plain division outside
+ * that range.  For zeros, infinities and NaN (where q1 or the correction is NaN or
+ * zero) x * zh is the quotient.  Checked, for float, against the division for the
+ * square root of every non-negative float and NaN, with twelve divisors including
+ * both ends of the range.
  *
- * double (FO_FAST_CDIV == 2, fo_div_sqrt_const only): q1 = x*zh + x*zl, where
- * zh + zl is 1/c to 2**-106, is within one ulp of x/c; one correction,
- * q1 + (x - q1*c)*zh with the remainder exact in an FMA, is then the rounded
- * quotient (Markstein's theorem).  That needs no underflow in the remainder, which
- * holds for x = sqrt(v), v >= 0 (zero or at least 2**-537), and c within
- * 2**-64..2**64; kernels check c with FO_CDIV_GUARD and run the baseline's plain
- * division otherwise.  For zeros, infinities and NaN (where q1 or the correction is
- * NaN or zero) x * zh is the quotient. */
-static FO_INLINE T FN(fo_div_const)(T x, T c)
+ * The float form was measured against the obvious alternative, x * (1/c) in double
+ * rounded to float (also exact, for every x): as fast in cache, but its conversions
+ * made the loop 3 to 14% slower than the division when it streams from memory. */
+#if FO_FAST_CDIV
+#if FO_T_F64
+#define FO_FMA __builtin_fma
+#else
+#define FO_FMA __builtin_fmaf
+#endif
+#endif
+
+static FO_INLINE T FN(fo_div_sqrt_const)(T x, T c)
 {
-#if FO_FAST_CDIV && !FO_T_F64
-    return (T)((double)x * (1.0 / (double)c));
+#if FO_FAST_CDIV
+    const T zh = (T)1 / c, zl = FO_FMA(-zh, c, (T)1) / c;
+    const T q1 = FO_FMA(x, zh, x * zl);
+    const T q2 = FO_FMA(FO_FMA(-q1, c, x), zh, q1);
+    return (q1 != 0 && q2 == q2) ? q2 : x * zh;
 #else
     return x / c;
 #endif
 }
+#undef FO_FMA
 
-static FO_INLINE T FN(fo_div_sqrt_const)(T x, T c)
+/* Whether fo_div_sqrt_const may take c (false for NaN). */
+static FO_INLINE int FN(fo_cdiv_ok)(T c)
 {
-#if FO_FAST_CDIV == 2 && FO_T_F64
-    const double zh = 1.0 / c, zl = __builtin_fma(-zh, c, 1.0) / c;
-    const double q1 = __builtin_fma(x, zh, x * zl);
-    const double q2 = __builtin_fma(__builtin_fma(-q1, c, x), zh, q1);
-    return (q1 != 0 && q2 == q2) ? q2 : x * zh;
-#else
-    return FN(fo_div_const)(x, c);
-#endif
+    return FO_T_F64 ? (c >= (T)0x1p-64 && c <= (T)0x1p64) : (c >= (T)0x1p-32 && c <= (T)0x1p32);
 }
 
 /* In a kernel that calls fo_div_sqrt_const(x, c): run the baseline instantiation
- * instead when c is outside the range the double form needs. */
+ * instead when c is outside the range the correction needs. */
 #undef FO_CDIV_GUARD
-#if FO_FAST_CDIV == 2 && FO_T_F64
+#if FO_FAST_CDIV
 #define FO_CDIV_GUARD(name, c)                                                         \
     do {                                                                               \
-        const double fo_c_ = (c);                                                      \
-        if (!(fo_c_ >= 0x1p-64 && fo_c_ <= 0x1p64)) {                                   \
+        if (!FN(fo_cdiv_ok)(c)) {                                                      \
             FO_CAT(name, SFX_BASE)(buf, begin, end, h);                                \
             return;                                                                    \
         }                                                                              \
@@ -94,7 +99,7 @@ static FO_INLINE T FN(fo_div_sqrt_const)(T x, T c)
 static FO_INLINE T FN(fo_grad)(T g, T sign, T grad_scale, const int SCALED)
 {
     T d = sign * g;
-    return SCALED ? FN(fo_div_const)(d, grad_scale) : d;
+    return SCALED ? d / grad_scale : d;
 }
 
 /* Weight decay of the Adam family: decoupled (AdamW's x = x * (1 - lr * wd), `decay`)

@@ -360,36 +360,55 @@ def power_of_two(dtypes, threads=1, rounds=5, min_batch=MIN_BATCH_SECONDS, quiet
 
 
 def thread_scaling(size=1 << 20, dtype="float32", thread_counts=(1, 2), rounds=15,
-                   min_batch=MIN_BATCH_SECONDS, quiet=False):
+                   min_batch=MIN_BATCH_SECONDS, quiet=False, openmp_threads=None):
     """fastopt's time per step with each thread count, and with the default (no count
-    set: OpenMP's, capped by the idle CPUs), interleaved, per algorithm."""
-    results = []
-    for algorithm in ALGORITHMS.values():
-        _progress(f"threads: {algorithm.name} ...", quiet)
-        case = Case(algorithm, dtype, size, 1, use_torch=False)
-        calls = {}
-        for n in thread_counts:
-            def call(n=n):
-                case.optimizer.num_threads = n
-                case.optimizer.step([case.grad])
-            calls[f"threads={n}"] = call
+    set: OpenMP's, capped by the idle CPUs), interleaved, per algorithm.
 
-        def default():
-            case.optimizer.num_threads = None
-            setting = _kernels.get_num_threads_setting()
-            _kernels.set_num_threads(None)   # the command line's --threads aside
-            try:
-                case.optimizer.step([case.grad])
-            finally:
-                _kernels.set_num_threads(setting or None)
-        calls["default"] = default
-        timed = time_interleaved(calls, rounds, min_batch)
-        base = timed[f"threads={thread_counts[0]}"][0]
-        results.append({"algorithm": algorithm.name, "dtype": dtype, "size": size,
-                        "us": {k: v[0] * 1e6 for k, v in timed.items()},
-                        "speedup": {k: base / v[0] for k, v in timed.items()}})
+    `openmp_threads`: OpenMP's thread count before the benchmark set torch's (torch
+    and fastopt share the OpenMP runtime, so ``torch.set_num_threads`` is also the
+    default fastopt follows); it is put back for this table, so that "default" is
+    what a program that sets nothing gets."""
+    results = []
+    torch = sys.modules.get("torch") if openmp_threads else None
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(openmp_threads)
+    try:
+        for algorithm in ALGORITHMS.values():
+            results.append(_thread_scaling_one(algorithm, size, dtype, thread_counts, rounds,
+                                               min_batch, quiet))
+    finally:
+        if torch is not None:
+            torch.set_num_threads(torch_threads)
     _progress("", quiet)
     return results
+
+
+def _thread_scaling_one(algorithm, size, dtype, thread_counts, rounds, min_batch, quiet):
+    """One row of :func:`thread_scaling`."""
+    _progress(f"threads: {algorithm.name} ...", quiet)
+    case = Case(algorithm, dtype, size, 1, use_torch=False)
+    calls = {}
+    for n in thread_counts:
+        def call(n=n):
+            case.optimizer.num_threads = n
+            case.optimizer.step([case.grad])
+        calls[f"threads={n}"] = call
+
+    def default():
+        case.optimizer.num_threads = None
+        setting = _kernels.get_num_threads_setting()
+        _kernels.set_num_threads(None)   # the command line's --threads aside
+        try:
+            case.optimizer.step([case.grad])
+        finally:
+            _kernels.set_num_threads(setting or None)
+    calls["default"] = default
+    timed = time_interleaved(calls, rounds, min_batch)
+    base = timed[f"threads={thread_counts[0]}"][0]
+    return {"algorithm": algorithm.name, "dtype": dtype, "size": size,
+            "us": {k: v[0] * 1e6 for k, v in timed.items()},
+            "speedup": {k: base / v[0] for k, v in timed.items()}}
 
 
 def subnormal(size=1 << 20, dtype="float32", rounds=15, min_batch=MIN_BATCH_SECONDS):
@@ -599,21 +618,23 @@ def main(argv=None) -> int:
     algorithms = ([ALGORITHMS[a] for a in args.algorithms] if args.algorithms
                   else list(ALGORITHMS.values()))
     use_torch = not args.no_torch
+    openmp_threads = None
     if use_torch:
         try:
             import torch
+            openmp_threads = torch.get_num_threads()
             torch.set_num_threads(args.threads)
         except ImportError:
             use_torch = False
     threads_before = _kernels.get_num_threads_setting()
     _kernels.set_num_threads(args.threads)   # the functional calls of --extra too
     try:
-        return _main(args, argv, use_torch)
+        return _main(args, argv, use_torch, openmp_threads)
     finally:
         _kernels.set_num_threads(threads_before or None)
 
 
-def _main(args, argv, use_torch):
+def _main(args, argv, use_torch, openmp_threads=None):
     algorithms = ([ALGORITHMS[a] for a in args.algorithms] if args.algorithms
                   else list(ALGORITHMS.values()))
     report = {"environment": environment(use_torch), "command": "fastopt bench " + " ".join(argv or []),
@@ -633,7 +654,8 @@ def _main(args, argv, use_torch):
         report["functional_16"] = functional_small(**kw)
         report["power_of_two"] = power_of_two(args.dtypes, args.threads, quiet=args.quiet,
                                               algorithms=algorithms, **kw)
-        report["threads_scaling"] = thread_scaling(quiet=args.quiet, **kw)
+        report["threads_scaling"] = thread_scaling(quiet=args.quiet,
+                                                   openmp_threads=openmp_threads, **kw)
         _progress("subnormals ...", args.quiet)
         report["subnormal"] = subnormal(**kw)
         _progress("instruction sets ...", args.quiet)

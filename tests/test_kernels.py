@@ -119,9 +119,8 @@ def test_float32_and_float64_agree(algorithm, hyper):
 @pytest.mark.parametrize("algorithm,hyper", algorithm_configs())
 def test_grad_scale_matches_reference(algorithm, hyper, dtype, grad_scale):
     """The scaled loop of every kernel against the reference's ``d / grad_scale``; 0.37
-    is no power of two, so a kernel that multiplied by a reciprocal rounded to the
-    element type would differ (float32 kernels multiply by one rounded to double,
-    which gives the quotient's bits: see fo_div_const in kernels_impl.h)."""
+    is no power of two, so a kernel that multiplied by a rounded reciprocal would
+    differ."""
     rng = np.random.default_rng(11)
     for n in (0, 1, 17, 1023):
         param, grads = random_problem(rng, n, dtype, 8)
@@ -180,11 +179,12 @@ def special_values(dtype, n, rng):
 @pytest.mark.parametrize("name", ["adam", "adamw", "adabelief", "adan", "nadam", "radam",
                                   "lamb"])
 def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_scale):
-    """The kernels that divide by a loop-invariant divisor (bias corrections, the loss
-    scale) do it without the divider on AVX2 and AVX-512 (fo_div_const and
-    fo_div_sqrt_const in kernels_impl.h); on every instruction set, gradients and state
-    full of zeros, subnormals, huge values, infinities and NaN give the reference's
-    bits."""
+    """Adam, AdamW, AdaBelief and Adan divide the square root of their second moment
+    by its bias correction without the divider on AVX2 and AVX-512
+    (fo_div_sqrt_const in kernels_impl.h); NAdam, RAdam and LAMB divide by their
+    corrections, and every kernel by the loss scale, plainly.  On every instruction
+    set, gradients and state full of zeros, subnormals, huge values, infinities and
+    NaN give the reference's bits."""
     from fastopt import _kernels
     algorithm = fastopt.get_algorithm(name)
     hyper = dict(algorithm.defaults)
@@ -220,14 +220,15 @@ def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_s
 
 @pytest.mark.parametrize("beta2,step", [(1.0, 1.0), (2.0, 1.0), (-1e50, 1.0), (-1e300, 3.0),
                                         (1 - 2.0**-53, 1.0)])
-def test_degenerate_bias_corrections_give_the_baselines_bits(beta2, step):
-    """Adam's double kernels divide by sqrt(1 - beta2**step) with fo_div_sqrt_const on
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_degenerate_bias_corrections_give_the_baselines_bits(beta2, step, dtype):
+    """Adam's kernels divide by sqrt(1 - beta2**step) with fo_div_sqrt_const on
     AVX2 and AVX-512; a divisor of 0, NaN, infinity, a huge one or the smallest one
     (betas the API rejects, so only the raw kernel call gets there) gives the
     baseline division's bits on every instruction set."""
     from fastopt import _kernels
     rng = np.random.default_rng(22)
-    start = [special_values(np.float64, 300, rng) for _ in range(4)]
+    start = [special_values(dtype, 300, rng) for _ in range(4)]
     hyper = (step, 1e-3, 0.9, beta2, 1e-8, 0.0, 0.0, 0.0, 0.0, 1.0)
     before = _kernels.get_isa()
     results = {}

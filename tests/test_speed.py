@@ -592,6 +592,27 @@ def test_bench_functional_calls_are_timed_as_written_calls():
         assert row["us"] > 0 and row["no_op_us"] > 0
 
 
+@pytest.mark.skipif(not _kernels.openmp(), reason="built without OpenMP")
+def test_bench_thread_table_puts_openmps_default_back(monkeypatch):
+    """The benchmark sets torch's thread count, which is OpenMP's and so fastopt's
+    default; the thread table runs its "default" column with the count from before,
+    and leaves torch's setting as it found it."""
+    torch = pytest.importorskip("torch")
+    from fastopt import bench
+    seen = []
+    monkeypatch.setattr(bench, "_thread_scaling_one",
+                        lambda *args: seen.append(_kernels.get_num_threads()) or {})
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert _kernels.get_num_threads() == 1
+        bench.thread_scaling(quiet=True, openmp_threads=3)
+        assert seen and set(seen) == {3}
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.skipif(not _kernels.openmp() or _kernels.get_num_threads() < 2
                     or "OMP_NUM_THREADS" in os.environ
                     or _kernels.get_num_threads_setting() != 0,

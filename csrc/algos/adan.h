@@ -48,7 +48,7 @@ static FO_INLINE void FN(adan_body)(T *restrict p, const T *restrict g, T *restr
         if (WD && NO_PROX) x = x * decay;
         x = x + (neg_step_size * mi) / denom;
         x = x + (neg_step_size_diff * mdi) / denom;
-        if (WD && !NO_PROX) x = FN(fo_div_const)(x, prox);
+        if (WD && !NO_PROX) x = x / prox;
         p[i] = x;
         pre[i] = d;
     }

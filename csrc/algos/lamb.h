@@ -42,7 +42,7 @@ static FO_INLINE T FN(lamb_direction)(const FN(lamb_consts) *c, T grad, T x, T m
     T v = v_old * c->beta2 + c->one_minus_beta2 * (d * d);
     *m_new = m;
     *v_new = v;
-    T u = FN(fo_div_const)(m, c->bc1) / (SQRT(FN(fo_div_const)(v, c->bc2)) + c->eps);
+    T u = (m / c->bc1) / (SQRT(v / c->bc2) + c->eps);
     return WD ? u + c->wd * x : u;
 }
 

@@ -33,7 +33,7 @@ static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *rest
         T mi, vi;
         FN(fo_adam_moments)(&m[i], &v[i], d, w, one_minus_w, beta2, one_minus_beta2, &mi, &vi,
                             SMALL);
-        T denom = SQRT(FN(fo_div_const)(vi, bc2)) + eps;
+        T denom = SQRT(vi / bc2) + eps;
         x = x + (c_grad * d) / denom;
         p[i] = x + (c_avg * mi) / denom;
     }

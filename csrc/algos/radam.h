@@ -34,7 +34,7 @@ static FO_INLINE void FN(radam_body)(T *restrict p, const T *restrict g, T *rest
         T mi, vi;
         FN(fo_adam_moments)(&m[i], &v[i], d, w, one_minus_w, beta2, one_minus_beta2, &mi, &vi,
                             SMALL);
-        T corrected = FN(fo_div_const)(mi, bc1);
+        T corrected = mi / bc1;
         if (RECTIFY) {
             T adaptive = ((T)1 / (SQRT(vi) + eps)) * bc2_sqrt;
             p[i] = x - ((corrected * lr) * adaptive) * rect;

@@ -186,7 +186,7 @@ static double fo_pow(double x, double y)
 #endif
 #define FO_SFX_F32 f32_avx2
 #define FO_SFX_F64 f64_avx2
-#define FO_FAST_CDIV 1
+#define FO_FAST_CDIV 1   /* fo_div_sqrt_const: double only */
 #include "instantiate.h"
 #undef FO_FAST_CDIV
 #undef FO_SFX_F32
@@ -207,7 +207,7 @@ static double fo_pow(double x, double y)
 #endif
 #define FO_SFX_F32 f32_avx512
 #define FO_SFX_F64 f64_avx512
-#define FO_FAST_CDIV 1
+#define FO_FAST_CDIV 2   /* fo_div_sqrt_const: float and double */
 #include "instantiate.h"
 #undef FO_FAST_CDIV
 #undef FO_SFX_F32

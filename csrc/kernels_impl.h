@@ -33,8 +33,8 @@ static FO_INLINE T FN(fo_minimum)(T a, T b)
 }
 
 /* x / c for x = sqrt(v) (v >= 0, or NaN) and a divisor c that stays the same over the
- * loop, with the bits of the division but, where FO_FAST_CDIV allows (AVX2 and
- * AVX-512, which have FMA), without the divider: its throughput bounds the Adam
+ * loop, with the bits of the division but, where FO_CDIV_ON (below), without the
+ * divider: its throughput bounds the Adam
  * family in cache (one vector division every several cycles at any vector width).
  *
  * q1 = x*zh + x*zl, where zh + zl is 1/c to about twice the precision, is within one
@@ -50,22 +50,49 @@ static FO_INLINE T FN(fo_minimum)(T a, T b)
  *
  * The float form was measured against the obvious alternative, x * (1/c) in double
  * rounded to float (also exact, for every x): as fast in cache, but its conversions
- * made the loop 3 to 14% slower than the division when it streams from memory. */
-#if FO_FAST_CDIV
+ * made the loop 3 to 14% slower than the division when it streams from memory.
+ *
+ * Where the correction pays (FO_CDIV_ON), measured against the division at 65,536
+ * elements: AVX-512, both types (0.73 to 0.89 of the time); AVX2, double only (0.75 to
+ * 0.93): the select below costs AVX2's float loop more than the division it saves. */
+#undef FO_CDIV_ON
+#if FO_FAST_CDIV == 2 || (FO_FAST_CDIV == 1 && FO_T_F64)
+#define FO_CDIV_ON 1
+#else
+#define FO_CDIV_ON 0
+#endif
+#if FO_CDIV_ON
 #if FO_T_F64
 #define FO_FMA __builtin_fma
+typedef uint64_t FN(fo_bits);
 #else
 #define FO_FMA __builtin_fmaf
+typedef uint32_t FN(fo_bits);
 #endif
 #endif
 
 static FO_INLINE T FN(fo_div_sqrt_const)(T x, T c)
 {
-#if FO_FAST_CDIV
+#if FO_CDIV_ON
     const T zh = (T)1 / c, zl = FO_FMA(-zh, c, (T)1) / c;
     const T q1 = FO_FMA(x, zh, x * zl);
     const T q2 = FO_FMA(FO_FMA(-q1, c, x), zh, q1);
+#if FO_FAST_CDIV == 2
     return (q1 != 0 && q2 == q2) ? q2 : x * zh;
+#else
+    /* The same select, of bits: written as a conditional, GCC moves the product into
+     * the branch, and without AVX-512's masks does not vectorize a loop that would
+     * then multiply speculatively (the loop ran scalar, 7x slower). */
+    const T alt = x * zh;
+    const FN(fo_bits) keep = (FN(fo_bits))0 - (FN(fo_bits))((q1 != 0) & (q2 == q2));
+    FN(fo_bits) b2, balt;
+    memcpy(&b2, &q2, sizeof b2);
+    memcpy(&balt, &alt, sizeof balt);
+    const FN(fo_bits) bits = (b2 & keep) | (balt & ~keep);
+    T q;
+    memcpy(&q, &bits, sizeof q);
+    return q;
+#endif
 #else
     return x / c;
 #endif
@@ -81,7 +108,7 @@ static FO_INLINE int FN(fo_cdiv_ok)(T c)
 /* In a kernel that calls fo_div_sqrt_const(x, c): run the baseline instantiation
  * instead when c is outside the range the correction needs. */
 #undef FO_CDIV_GUARD
-#if FO_FAST_CDIV
+#if FO_CDIV_ON
 #define FO_CDIV_GUARD(name, c)                                                         \
     do {                                                                               \
         if (!FN(fo_cdiv_ok)(c)) {                                                      \

@@ -64,14 +64,18 @@ def main(argv=None):
                 rng = np.random.default_rng(0)
                 p = rng.standard_normal(args.size).astype(dtype)
                 g = (rng.standard_normal(args.size) * 1e-2).astype(dtype)
-                q = p.copy()
-                mine = algorithm.cls([p])
-                theirs = getattr(native, algorithm.cls_name)([q])
-                mine.step([g])
+                theirs = getattr(native, algorithm.cls_name)([p.copy()])
                 theirs.step([g])
                 calls = {"native": lambda: theirs.step([g])}
+                # one optimizer per instruction set: an optimizer's prepared step is
+                # tied to the instruction set it was prepared under, and one shared
+                # optimizer would take the full path after every switch
                 for isa in isas:
-                    def call(isa=isa):
+                    _kernels.set_isa(isa)
+                    mine = algorithm.cls([p.copy()])
+                    mine.step([g])
+
+                    def call(isa=isa, mine=mine):
                         _kernels.set_isa(isa)
                         mine.step([g])
                     calls[isa] = call

@@ -180,7 +180,7 @@ def special_values(dtype, n, rng):
                                   "lamb"])
 def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_scale):
     """Adam, AdamW, AdaBelief and Adan divide the square root of their second moment
-    by its bias correction without the divider on AVX2 and AVX-512
+    by its bias correction without the divider on AVX-512, and for float64 on AVX2
     (fo_div_sqrt_const in kernels_impl.h); NAdam, RAdam and LAMB divide by their
     corrections, and every kernel by the loss scale, plainly.  On every instruction
     set, gradients and state full of zeros, subnormals, huge values, infinities and
@@ -223,9 +223,9 @@ def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_s
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_degenerate_bias_corrections_give_the_baselines_bits(beta2, step, dtype):
     """Adam's kernels divide by sqrt(1 - beta2**step) with fo_div_sqrt_const on
-    AVX2 and AVX-512; a divisor of 0, NaN, infinity, a huge one or the smallest one
-    (betas the API rejects, so only the raw kernel call gets there) gives the
-    baseline division's bits on every instruction set."""
+    AVX-512 (and for float64 on AVX2); a divisor of 0, NaN, infinity, a huge one or
+    the smallest one (betas the API rejects, so only the raw kernel call gets there)
+    gives the baseline division's bits on every instruction set."""
     from fastopt import _kernels
     rng = np.random.default_rng(22)
     start = [special_values(dtype, 300, rng) for _ in range(4)]

@@ -34,8 +34,8 @@ static FO_INLINE T FN(fo_minimum)(T a, T b)
 
 /* x / c for x = sqrt(v) (v >= 0, or NaN) and a divisor c that stays the same over the
  * loop, with the bits of the division but, where FO_CDIV_ON (below), without the
- * divider: its throughput bounds the Adam
- * family in cache (one vector division every several cycles at any vector width).
+ * divider, whose throughput bounds the Adam family in cache (one vector division
+ * every several cycles at any vector width).
  *
  * q1 = x*zh + x*zl, where zh + zl is 1/c to about twice the precision, is within one
  * ulp of x/c; one correction, q1 + (x - q1*c)*zh with the remainder exact in an FMA,
@@ -53,8 +53,9 @@ static FO_INLINE T FN(fo_minimum)(T a, T b)
  * made the loop 3 to 14% slower than the division when it streams from memory.
  *
  * Where the correction pays (FO_CDIV_ON), measured against the division at 65,536
- * elements: AVX-512, both types (0.73 to 0.89 of the time); AVX2, double only (0.75 to
- * 0.93): the select below costs AVX2's float loop more than the division it saves. */
+ * elements for Adam, AdamW, AdaBelief and Adan: AVX-512, both types (0.73 to 1.00 of
+ * the time); AVX2, double only (0.75 to 0.84): there the select below costs the float
+ * loop more than the division it saves (1.06 to 1.33). */
 #undef FO_CDIV_ON
 #if FO_FAST_CDIV == 2 || (FO_FAST_CDIV == 1 && FO_T_F64)
 #define FO_CDIV_ON 1

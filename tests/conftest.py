@@ -66,6 +66,25 @@ def random_problem(rng, n, dtype, steps):
     return param, grads
 
 
+def special_values(dtype, bound=None):
+    """The values that break careless arithmetic, within `bound` if given."""
+    info = np.finfo(dtype)
+    values = [0.0, -0.0, 1.0, -1.0, float(info.smallest_subnormal),
+              -float(info.smallest_subnormal), float(info.smallest_normal),
+              float(info.tiny) * 3, float(info.eps), 1 - float(info.epsneg)]
+    values += [float(info.max), -float(info.max), float(info.max) / 4] if bound is None else \
+        [bound, -bound]
+    return values
+
+
+def assert_same_bits(actual, expected, what):
+    """NaN in the same places, and every other element the same bits."""
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(np.isnan(actual), nan, err_msg=f"{what}: NaN positions")
+    assert actual[~nan].tobytes() == expected[~nan].tobytes(), \
+        f"{what}: {actual[~nan]} != {expected[~nan]}"
+
+
 def snapshot(opt):
     """Copies of every parameter and state entry of `opt`."""
     params = [p.copy() for p in opt.params]

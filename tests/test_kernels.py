@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import fastopt
-from conftest import ALGORITHMS, DTYPES, algorithm_configs, functional_kwargs, new_state, random_problem
+from conftest import (ALGORITHMS, DTYPES, algorithm_configs, assert_same_bits, functional_kwargs,
+                      new_state, random_problem, special_values)
 
 SIZES = [0, 1, 7, 8, 15, 16, 17, 63, 64, 65, 1023, 4097, 2**16 + 3]
 STEPS = 20
@@ -155,19 +156,10 @@ def test_grad_scale_equals_stepping_with_divided_gradients(algorithm, hyper, dty
     assert not np.array_equal(scaled, start)
 
 
-def same_bits_or_both_nan(a, b):
-    """Bit for bit equal, where NaN matches NaN of any payload."""
-    nan = np.isnan(a) & np.isnan(b)
-    return np.array_equal(np.isnan(a), np.isnan(b)) and a[~nan].tobytes() == b[~nan].tobytes()
-
-
-def special_values(dtype, n, rng):
-    """Values that stress a division: signed zeros, the smallest subnormal and normal
-    numbers, values near overflow, infinities and NaN, among ordinary ones."""
-    info = np.finfo(dtype)
-    special = np.array([0.0, -0.0, info.smallest_subnormal, -info.smallest_subnormal,
-                        info.tiny, info.tiny * 3, info.max, -info.max, info.max / 7,
-                        np.inf, -np.inf, np.nan, 1.0, -1.0, 1e-30, 3e20], dtype=dtype)
+def special_array(dtype, n, rng):
+    """`n` values of every magnitude, a third of them (and the first ones) taken from
+    conftest's special values, infinities and NaN: what stresses a division."""
+    special = np.array(special_values(dtype) + [np.inf, -np.inf, np.nan], dtype=dtype)
     values = (rng.standard_normal(n) * np.exp(rng.uniform(-40, 40, n))).astype(dtype)
     values[rng.integers(0, n, n // 3)] = rng.choice(special, n // 3)
     values[:special.size] = special
@@ -194,26 +186,26 @@ def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_s
             _kernels.set_isa(isa)
             rng = np.random.default_rng(21)
             n = 1000 + 37
-            param = special_values(dtype, n, rng)
+            param = special_array(dtype, n, rng)
             ref_param = param.copy()
             state = new_state(algorithm, hyper, param)
             for b in state:
                 if b is not None:
-                    b[...] = special_values(dtype, b.size, rng).reshape(b.shape)
+                    b[...] = special_array(dtype, b.size, rng).reshape(b.shape)
             ref_state = [None if b is None else b.copy() for b in state]
             scalar_state = None
             for step in range(1, 4):
-                grad = special_values(dtype, n, rng)
+                grad = special_array(dtype, n, rng)
                 advanced, scalar_state = algorithm.advance_scalars(hyper, step, scalar_state)
                 kwargs = functional_kwargs(algorithm, hyper, step, step == 1, advanced)
                 with np.errstate(all="ignore"):
                     algorithm.functional(param, grad, *state, grad_scale=grad_scale, **kwargs)
                     algorithm.reference(ref_param, grad, *ref_state, grad_scale=grad_scale,
                                         **kwargs)
-                assert same_bits_or_both_nan(param, ref_param), (isa, step)
+                assert_same_bits(param, ref_param, f"param, {isa}, step {step}")
                 for spec, mine, ref in zip(algorithm.state, state, ref_state):
                     if mine is not None:
-                        assert same_bits_or_both_nan(mine, ref), (isa, spec.name, step)
+                        assert_same_bits(mine, ref, f"{spec.name}, {isa}, step {step}")
     finally:
         _kernels.set_isa(before)
 
@@ -228,7 +220,7 @@ def test_degenerate_bias_corrections_give_the_baselines_bits(beta2, step, dtype)
     gives the baseline division's bits on every instruction set."""
     from fastopt import _kernels
     rng = np.random.default_rng(22)
-    start = [special_values(dtype, 300, rng) for _ in range(4)]
+    start = [special_array(dtype, 300, rng) for _ in range(4)]
     hyper = (step, 1e-3, 0.9, beta2, 1e-8, 0.0, 0.0, 0.0, 0.0, 1.0)
     before = _kernels.get_isa()
     results = {}
@@ -243,7 +235,8 @@ def test_degenerate_bias_corrections_give_the_baselines_bits(beta2, step, dtype)
         _kernels.set_isa(before)
     baseline = results.pop("baseline")
     for isa, arrays in results.items():
-        assert all(same_bits_or_both_nan(a, b) for a, b in zip(arrays, baseline)), isa
+        for name, mine, base in zip(("param", "exp_avg", "exp_avg_sq"), arrays, baseline):
+            assert_same_bits(mine, base, f"{name}, {isa}")
 
 
 ND_SHAPES = [(3, 7), (2, 3, 5), (1, 1), (5, 1), (1, 6), (0, 4), (4, 0), (2, 0, 3), (40, 70),

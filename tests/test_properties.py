@@ -19,24 +19,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastopt
-from conftest import ALGORITHMS, DTYPES, functional_kwargs, new_state
+from conftest import (ALGORITHMS, DTYPES, assert_same_bits, functional_kwargs, new_state,
+                      special_values)
 
 SETTINGS = settings(max_examples=20, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow,
                                            HealthCheck.function_scoped_fixture])
 DTYPE_IDS = ["float32", "float64"]
 WIDTH = {np.float32: 32, np.float64: 64}
-
-
-def special_values(dtype, bound=None):
-    """The values that break careless arithmetic, within `bound` if given."""
-    info = np.finfo(dtype)
-    values = [0.0, -0.0, 1.0, -1.0, float(info.smallest_subnormal),
-              -float(info.smallest_subnormal), float(info.smallest_normal),
-              float(info.tiny) * 3, float(info.eps), 1 - float(info.epsneg)]
-    values += [float(info.max), -float(info.max), float(info.max) / 4] if bound is None else \
-        [bound, -bound]
-    return values
 
 
 def elements(dtype, bound=None, nonfinite=False):
@@ -67,14 +57,6 @@ def run_kernel(algorithm, hyper, param, grads, reference=False):
         for step, grad in enumerate(grads, start=1):
             fn(param, grad, *state, **functional_kwargs(algorithm, hyper, step, step == 1))
     return state
-
-
-def assert_same_bits(actual, expected, what):
-    """NaN in the same places, and every other element the same bits."""
-    nan = np.isnan(expected)
-    np.testing.assert_array_equal(np.isnan(actual), nan, err_msg=f"{what}: NaN positions")
-    assert actual[~nan].tobytes() == expected[~nan].tobytes(), \
-        f"{what}: {actual[~nan]} != {expected[~nan]}"
 
 
 def cases():

@@ -2,9 +2,11 @@
 DistributedDataParallel and ZeroRedundancyOptimizer(optimizer_class=fastopt.torch.X),
 and end where one process with torch.optim.X on the whole batch ends."""
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,20 +48,32 @@ def distributed_results(tmp_path_factory):
     if "lo" in {name for _, name in socket.if_nameindex()}:
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # keep gloo on the loopback device
     port = free_port()
-    processes = [subprocess.Popen([sys.executable, worker.__file__, str(rank),
-                                   str(WORLD_SIZE), str(port), str(output)],
-                                  env=env, cwd=root, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-                 for rank in range(WORLD_SIZE)]
-    logs = []
-    try:
-        for process in processes:
-            logs.append(process.communicate(timeout=TIMEOUT)[0])
-    except subprocess.TimeoutExpired:
-        for process in processes:
+    # Each rank writes to its own file, never to a pipe that nobody reads while the
+    # other rank is waited for; PYTHONFAULTHANDLER makes a rank killed with SIGABRT
+    # print where it hung.
+    env["PYTHONFAULTHANDLER"] = "1"
+    paths = [output.parent / f"rank{rank}.log" for rank in range(WORLD_SIZE)]
+    processes = []
+    for rank, path in enumerate(paths):
+        with open(path, "w") as log:
+            processes.append(subprocess.Popen(
+                [sys.executable, worker.__file__, str(rank), str(WORLD_SIZE), str(port),
+                 str(output)], env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + TIMEOUT
+    while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    hung = [p for p in processes if p.poll() is None]
+    for process in hung:
+        process.send_signal(signal.SIGABRT)
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             process.kill()
-            process.communicate()
-        pytest.fail(f"the two ranks did not finish within {TIMEOUT} s")
+            process.wait()
+    logs = [f"rank {rank}:\n{path.read_text()}" for rank, path in enumerate(paths)]
+    if hung:
+        pytest.fail(f"the two ranks did not finish within {TIMEOUT} s\n" + "\n".join(logs))
     codes = [p.returncode for p in processes]
     if worker.INIT_FAILED in codes:
         pytest.skip("cannot set up a gloo process group here:\n" + "\n".join(logs))

@@ -166,7 +166,16 @@ static double fo_pow(double x, double y)
 #define FO_SFX_F32 f32
 #define FO_SFX_F64 f64
 #define FO_FAST_CDIV 0
+/* register width for explicit GCC vectors (fo_lane_sumsq2): the command line's */
+#if defined(__AVX512F__)
+#define FO_VEC_BITS 512
+#elif defined(__AVX__)
+#define FO_VEC_BITS 256
+#else
+#define FO_VEC_BITS 128
+#endif
 #include "instantiate.h"
+#undef FO_VEC_BITS
 #undef FO_FAST_CDIV
 #undef FO_SFX_F32
 #undef FO_SFX_F64
@@ -187,7 +196,9 @@ static double fo_pow(double x, double y)
 #define FO_SFX_F32 f32_avx2
 #define FO_SFX_F64 f64_avx2
 #define FO_FAST_CDIV 1   /* fo_div_sqrt_const: double only */
+#define FO_VEC_BITS 256
 #include "instantiate.h"
+#undef FO_VEC_BITS
 #undef FO_FAST_CDIV
 #undef FO_SFX_F32
 #undef FO_SFX_F64
@@ -208,7 +219,9 @@ static double fo_pow(double x, double y)
 #define FO_SFX_F32 f32_avx512
 #define FO_SFX_F64 f64_avx512
 #define FO_FAST_CDIV 2   /* fo_div_sqrt_const: float and double */
+#define FO_VEC_BITS 512
 #include "instantiate.h"
+#undef FO_VEC_BITS
 #undef FO_FAST_CDIV
 #undef FO_SFX_F32
 #undef FO_SFX_F64

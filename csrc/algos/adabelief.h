@@ -18,11 +18,11 @@
 static FO_INLINE void FN(adabelief_body)(T *restrict p, const T *restrict g, T *restrict m,
                                          T *restrict s, int64_t begin, int64_t end, T sign,
                                          T wd, T decay, T beta1, T one_minus_beta1, T beta2,
-                                         T one_minus_beta2, T eps, T bc2_sqrt,
+                                         T one_minus_beta2, T eps, FN(fo_cdiv) bc2_sqrt,
                                          T neg_step_size, T scale, const int WD,
                                          const int DECOUPLED, const int SCALED)
 {
-    for (int64_t i = begin; i < end; i++) {
+    FO_FOR(i, begin, end, p, g, m, s, NULL, NULL, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         T x = p[i];
         FN(fo_weight_decay)(&x, &d, wd, decay, WD, DECOUPLED);
@@ -48,7 +48,8 @@ FO_KERNEL void FN(adabelief)(char *const *buf, int64_t begin, int64_t end, const
     const double bias_correction2_sqrt = pow(1 - pow(beta2, step), 0.5);
     const T sign = maximize ? (T)-1 : (T)1, scale = (T)h[8];
     FO_CDIV_GUARD(adabelief, (T)bias_correction2_sqrt);
-#define FO_ADABELIEF_3(_, W, D, G) FN(adabelief_body)(p, g, m, s, begin, end, sign, (T)weight_decay, (T)(1 - lr * weight_decay), (T)beta1, (T)(1 - beta1), (T)beta2, (T)(1 - beta2), (T)eps, (T)bias_correction2_sqrt, (T)(-step_size), scale, W, D, G)
+    const FN(fo_cdiv) bc2k = FN(fo_cdiv_make)((T)bias_correction2_sqrt);
+#define FO_ADABELIEF_3(_, W, D, G) FN(adabelief_body)(p, g, m, s, begin, end, sign, (T)weight_decay, (T)(1 - lr * weight_decay), (T)beta1, (T)(1 - beta1), (T)beta2, (T)(1 - beta2), (T)eps, bc2k, (T)(-step_size), scale, W, D, G)
 #define FO_ADABELIEF_2(_, W, D) FO_OPT3(scaled, FO_ADABELIEF_3, _, W, D)
 #define FO_ADABELIEF_1(_, W) FO_OPT2(W && decoupled, FO_ADABELIEF_2, _, W)
     FO_OPT1(weight_decay != 0, FO_ADABELIEF_1, _);

@@ -15,7 +15,7 @@ static FO_INLINE void FN(adadelta_body)(T *restrict p, const T *restrict g, T *r
                                         T wd, T rho, T one_minus_rho, T eps, T neg_lr,
                                         T scale, const int WD, const int SCALED)
 {
-    for (int64_t i = begin; i < end; i++) {
+    FO_FOR(i, begin, end, p, g, sq, acc, NULL, NULL, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         if (WD) d = d + wd * p[i];
         T s = sq[i] * rho + (one_minus_rho * d) * d;

@@ -195,9 +195,9 @@ static FO_INLINE void FN(adafactor_vector_sums_body)(const T *restrict p, const 
     T u[FO_SUM_TILE];
     for (int64_t start = begin; start < end; start += FO_SUM_TILE) {
         const int64_t n = end - start < FO_SUM_TILE ? end - start : FO_SUM_TILE;
-        for (int64_t k = 0; k < n; k++) {
+        FO_FOR(i, start, start + n, p, g, variance, NULL, NULL, NULL, NULL, NULL) {
             T v;
-            u[k] = FN(adafactor_vnew)(c, g[start + k], variance[start + k], &v, SMALL, SCALED);
+            u[i - start] = FN(adafactor_vnew)(c, g[i], variance[i], &v, SMALL, SCALED);
         }
         FN(fo_lane_sumsq2)(p + start, u, n, param_lanes, update_lanes);
     }
@@ -222,7 +222,7 @@ static FO_INLINE void FN(adafactor_vector_body)(T *restrict p, const T *restrict
                                                 T coef, T decay, const int WD, const int SMALL,
                                                 const int SCALED)
 {
-    for (int64_t i = begin; i < end; i++) {
+    FO_FOR(i, begin, end, p, g, variance, NULL, NULL, NULL, NULL, NULL) {
         T v;
         T x = p[i];
         if (WD) x = x * decay;

@@ -13,7 +13,7 @@ static FO_INLINE void FN(adagrad_body)(T *restrict p, const T *restrict g, T *re
                                        int64_t begin, int64_t end, T sign, T wd, T eps,
                                        T neg_clr, T scale, const int WD, const int SCALED)
 {
-    for (int64_t i = begin; i < end; i++) {
+    FO_FOR(i, begin, end, p, g, sum, NULL, NULL, NULL, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         if (WD) d = d + wd * p[i];
         T s = sum[i] + d * d;

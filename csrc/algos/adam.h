@@ -19,12 +19,12 @@
 static FO_INLINE void FN(adam_body)(T *restrict p, const T *restrict g, T *restrict m,
                                     T *restrict v, T *restrict vmax, int64_t begin,
                                     int64_t end, T sign, T wd, T decay, T w, T one_minus_w,
-                                    T beta2, T one_minus_beta2, T bc2_sqrt, T eps,
+                                    T beta2, T one_minus_beta2, FN(fo_cdiv) bc2_sqrt, T eps,
                                     T neg_step_size, T scale, const int WD,
                                     const int DECOUPLED, const int AMSGRAD, const int SMALL,
                                     const int SCALED)
 {
-    for (int64_t i = begin; i < end; i++) {
+    FO_FOR(i, begin, end, p, g, m, v, AMSGRAD ? vmax : NULL, NULL, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         T x = p[i];
         FN(fo_weight_decay)(&x, &d, wd, decay, WD, DECOUPLED);
@@ -59,7 +59,8 @@ FO_KERNEL void FN(adam)(char *const *buf, int64_t begin, int64_t end, const doub
     const T te = (T)eps, nss = (T)(-step_size), scale = (T)h[9];
     const int scaled = h[9] != 1;
     FO_CDIV_GUARD(adam, bc2s);
-#define FO_ADAM_G(W, D, A, S, G) FN(adam_body)(p, g, m, v, vmax, begin, end, sign, wd, decay, w, one_minus_w, tb2, omb2, bc2s, te, nss, scale, W, D, A, S, G)
+    const FN(fo_cdiv) bc2k = FN(fo_cdiv_make)(bc2s);
+#define FO_ADAM_G(W, D, A, S, G) FN(adam_body)(p, g, m, v, vmax, begin, end, sign, wd, decay, w, one_minus_w, tb2, omb2, bc2k, te, nss, scale, W, D, A, S, G)
 #define FO_ADAM(W, D, A, S) FO_OPT1(scaled, FO_ADAM_G, W, D, A, S)
 #define FO_ADAM_AS(W, D)                                                    \
     do {                                                                    \

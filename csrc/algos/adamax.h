@@ -17,7 +17,7 @@ static FO_INLINE void FN(adamax_body)(T *restrict p, const T *restrict g, T *res
                                       T scale, const int WD, const int SMALL,
                                       const int SCALED)
 {
-    for (int64_t i = begin; i < end; i++) {
+    FO_FOR(i, begin, end, p, g, m, u, NULL, NULL, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         T x = p[i];
         if (WD) d = d + wd * x;

@@ -28,12 +28,12 @@ static FO_INLINE void FN(adan_body)(T *restrict p, const T *restrict g, T *restr
                                     T *restrict md, T *restrict n, T *restrict pre,
                                     int64_t begin, int64_t end, T sign, T beta1,
                                     T one_minus_beta1, T beta2, T one_minus_beta2, T beta3,
-                                    T one_minus_beta3, T bc3_sqrt, T eps,
+                                    T one_minus_beta3, FN(fo_cdiv) bc3_sqrt, T eps,
                                     T neg_step_size, T neg_step_size_diff, T decay, T prox,
                                     T scale, const int WD,
                                     const int NO_PROX, const int FIRST, const int SCALED)
 {
-    for (int64_t i = begin; i < end; i++) {
+    FO_FOR(i, begin, end, p, g, m, md, n, pre, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         T diff = FIRST ? (T)0 : d - pre[i];
         T u = diff * beta2 + d;
@@ -67,7 +67,8 @@ FO_KERNEL void FN(adan)(char *const *buf, int64_t begin, int64_t end, const doub
     const double bc3_sqrt = pow(1 - pow(beta3, step), 0.5);
     const T sign = maximize ? (T)-1 : (T)1, scale = (T)h[10];
     FO_CDIV_GUARD(adan, (T)bc3_sqrt);
-#define FO_ADAN_4(_, W, N, F, G) FN(adan_body)(p, g, m, md, n, pre, begin, end, sign, (T)beta1, (T)(1 - beta1), (T)beta2, (T)(1 - beta2), (T)beta3, (T)(1 - beta3), (T)bc3_sqrt, (T)eps, (T)(-(lr / bc1)), (T)(-(lr * beta2 / bc2)), (T)(1 - lr * weight_decay), (T)(1 + lr * weight_decay), scale, W, N, F, G)
+    const FN(fo_cdiv) bc3k = FN(fo_cdiv_make)((T)bc3_sqrt);
+#define FO_ADAN_4(_, W, N, F, G) FN(adan_body)(p, g, m, md, n, pre, begin, end, sign, (T)beta1, (T)(1 - beta1), (T)beta2, (T)(1 - beta2), (T)beta3, (T)(1 - beta3), bc3k, (T)eps, (T)(-(lr / bc1)), (T)(-(lr * beta2 / bc2)), (T)(1 - lr * weight_decay), (T)(1 + lr * weight_decay), scale, W, N, F, G)
 #define FO_ADAN_3(_, W, N, F) FO_OPT4(scaled, FO_ADAN_4, _, W, N, F)
 #define FO_ADAN_2(_, W, N) FO_OPT3(first, FO_ADAN_3, _, W, N)
 #define FO_ADAN_1(_, W) FO_OPT2(W && no_prox, FO_ADAN_2, _, W)

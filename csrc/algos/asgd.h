@@ -38,7 +38,7 @@ static FO_INLINE void FN(asgd_body)(T *restrict p, const T *restrict g, T *restr
         }
         return;
     }
-    for (int64_t i = begin; i < end; i++) {
+    FO_FOR(i, begin, end, p, g, ax, NULL, NULL, NULL, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         T x = p[i];
         if (WD) d = d + wd * x;

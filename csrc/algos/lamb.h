@@ -56,10 +56,9 @@ static FO_INLINE void FN(lamb_sums_body)(const T *restrict p, const T *restrict 
     T u[FO_SUM_TILE];
     for (int64_t start = begin; start < end; start += FO_SUM_TILE) {
         const int64_t n = end - start < FO_SUM_TILE ? end - start : FO_SUM_TILE;
-        for (int64_t k = 0; k < n; k++) {
+        FO_FOR(i, start, start + n, p, g, m, v, NULL, NULL, NULL, NULL) {
             T mn, vn;
-            const int64_t i = start + k;
-            u[k] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn, WD, SCALED);
+            u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn, WD, SCALED);
         }
         FN(fo_lane_sumsq2)(p + start, u, n, param_sq, update_sq);
     }
@@ -84,7 +83,7 @@ static FO_INLINE void FN(lamb_body)(T *restrict p, const T *restrict g, T *restr
                                     const FN(lamb_consts) *c, T neg_step, const int WD,
                                     const int SCALED)
 {
-    for (int64_t i = begin; i < end; i++) {
+    FO_FOR(i, begin, end, p, g, m, v, NULL, NULL, NULL, NULL) {
         T mn, vn, x = p[i];
         T u = FN(lamb_direction)(c, g[i], x, m[i], v[i], &mn, &vn, WD, SCALED);
         m[i] = mn;

@@ -21,10 +21,12 @@ static FO_INLINE void FN(lars_sums_body)(const T *restrict p, const T *restrict 
 {
     double param_sq[FO_SUM_LANES] = {0}, grad_sq[FO_SUM_LANES] = {0};
     T d[FO_SUM_TILE];
-    for (int64_t start = begin; start < end; start += FO_SUM_TILE) {
+    /* Negation cannot change a square, so only a loss scale needs d itself. */
+    if (!SCALED) FN(fo_lane_sumsq2)(p + begin, g + begin, end - begin, param_sq, grad_sq);
+    else for (int64_t start = begin; start < end; start += FO_SUM_TILE) {
         const int64_t n = end - start < FO_SUM_TILE ? end - start : FO_SUM_TILE;
-        for (int64_t k = 0; k < n; k++)
-            d[k] = FN(fo_grad)(g[start + k], sign, scale, SCALED);
+        FO_FOR(i, start, start + n, g, p, NULL, NULL, NULL, NULL, NULL, NULL)
+            d[i - start] = FN(fo_grad)(g[i], sign, scale, SCALED);
         FN(fo_lane_sumsq2)(p + start, d, n, param_sq, grad_sq);
     }
     sums[0] += FO_LANE_TOTAL(param_sq);
@@ -45,7 +47,7 @@ static FO_INLINE void FN(lars_body)(T *restrict p, const T *restrict g, T *restr
                                     T local_lr, T mom, const int WD, const int MOMENTUM,
                                     const int NESTEROV, const int SCALED)
 {
-    for (int64_t i = begin; i < end; i++) {
+    FO_FOR(i, begin, end, p, g, MOMENTUM ? buf : NULL, NULL, NULL, NULL, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         T x = p[i];
         if (WD) d = d + wd * x;

@@ -21,7 +21,7 @@ static FO_INLINE void FN(lion_body)(T *restrict p, const T *restrict g, T *restr
                                     T one_minus_beta1, T beta2, T one_minus_beta2, T neg_lr,
                                     T scale, const int WD, const int SCALED)
 {
-    for (int64_t i = begin; i < end; i++) {
+    FO_FOR(i, begin, end, p, g, m, NULL, NULL, NULL, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         T x = p[i];
         if (WD) x = x * decay;

@@ -26,7 +26,7 @@ static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *rest
                                      T scale, const int WD, const int DECOUPLED,
                                      const int SMALL, const int SCALED)
 {
-    for (int64_t i = begin; i < end; i++) {
+    FO_FOR(i, begin, end, p, g, m, v, NULL, NULL, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         T x = p[i];
         FN(fo_weight_decay)(&x, &d, wd, decay, WD, DECOUPLED);

@@ -20,7 +20,7 @@ static FO_INLINE void FN(rmsprop_body)(T *restrict p, const T *restrict g, T *re
                                        const int WD, const int CENTERED, const int MOMENTUM,
                                        const int SMALL, const int SCALED)
 {
-    for (int64_t i = begin; i < end; i++) {
+    FO_FOR(i, begin, end, p, g, sq, MOMENTUM ? mb : NULL, CENTERED ? ga : NULL, NULL, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         if (WD) d = d + wd * p[i];
         T s = sq[i] * alpha + (one_minus_alpha * d) * d;

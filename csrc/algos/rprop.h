@@ -19,7 +19,7 @@ static FO_INLINE void FN(rprop_body)(T *restrict p, const T *restrict g, T *rest
                                      T sign, T etaminus, T etaplus, T lo, T hi, T scale,
                                      const int SCALED)
 {
-    for (int64_t i = begin; i < end; i++) {
+    FO_FOR(i, begin, end, p, g, prev, step_size, NULL, NULL, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
         T product = d * prev[i];
         T f = product > 0 ? etaplus : (product < 0 ? etaminus : (T)1);

@@ -636,7 +636,18 @@ void fo_run_factored(const fo_factored_entry *entry, int is_f64, char *const *bu
                      int64_t batch, int64_t rows, int64_t cols, const double *hyper,
                      int nthreads)
 {
-    const int nbuf = fo_count_words(entry->buffers), nhyper = fo_count_words(entry->hyper);
+    /* the counts, once per entry (a 16-element step is a few hundred cycles, as long
+     * as scanning the two name lists) */
+    static int counts[sizeof(fo_factored_kernels) / sizeof(fo_factored_kernels[0])][2];
+    const ptrdiff_t e = entry - fo_factored_kernels;
+    int nbuf = __atomic_load_n(&counts[e][0], __ATOMIC_RELAXED);
+    int nhyper = __atomic_load_n(&counts[e][1], __ATOMIC_RELAXED);
+    if (nbuf == 0 || nhyper == 0) {
+        nbuf = fo_count_words(entry->buffers);
+        nhyper = fo_count_words(entry->hyper);
+        __atomic_store_n(&counts[e][0], nbuf, __ATOMIC_RELAXED);
+        __atomic_store_n(&counts[e][1], nhyper, __ATOMIC_RELAXED);
+    }
     /* a parameter the kernel does not factor keeps its last state buffer (a matrix of
      * one row does not) */
     if (batch == 1 && rows == 1 && entry->vector != NULL && buf[nbuf - 1] != NULL) {

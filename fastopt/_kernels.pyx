@@ -547,6 +547,62 @@ cdef inline bint _same_layout(cnp.ndarray a, cnp.ndarray param, int typenum) noe
     return True
 
 
+cdef extern from *:
+    """
+    /* Plan.run's per-parameter checks on borrowed references: no reference counting,
+     * and dictionary lookups that do not save and restore the error state. */
+    static inline char *fo_arr_data(PyObject *o)
+    { return (char *)PyArray_DATA((PyArrayObject *)o); }
+    static inline npy_intp fo_arr_size(PyObject *o)
+    { return PyArray_SIZE((PyArrayObject *)o); }
+    static inline npy_intp fo_arr_nbytes(PyObject *o)
+    { return PyArray_NBYTES((PyArrayObject *)o); }
+    static inline int fo_arr_writeable(PyObject *o)
+    { return PyArray_ISWRITEABLE((PyArrayObject *)o); }
+    static inline int fo_is_array(PyObject *o) { return PyArray_Check(o); }
+    /* `a` has `typenum`, native order, C order, alignment and `param`'s shape. */
+    static inline int fo_arr_same_layout(PyObject *a_, PyObject *param_, int typenum)
+    {
+        PyArrayObject *a = (PyArrayObject *)a_, *param = (PyArrayObject *)param_;
+        const int nd = PyArray_NDIM(a);
+        if (PyArray_TYPE(a) != typenum || !PyArray_ISNOTSWAPPED(a)
+                || !PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a)
+                || nd != PyArray_NDIM(param))
+            return 0;
+        for (int d = 0; d < nd; d++)
+            if (PyArray_DIM(a, d) != PyArray_DIM(param, d)) return 0;
+        return 1;
+    }
+    /* The item of dict `d` at `key` (borrowed), or NULL, with no error left set:
+     * the keys here are ints and interned strings, whose lookups cannot fail. */
+    static inline PyObject *fo_dict_get(PyObject *d, PyObject *key)
+    {
+        PyObject *found = PyDict_GetItemWithError(d, key);
+        if (found == NULL && PyErr_Occurred()) PyErr_Clear();
+        return found;
+    }
+    /* A step count from an exact int; -1 for anything else (or out of range). */
+    static inline long long fo_step_value(PyObject *o)
+    {
+        int overflow = 0;
+        long long v;
+        if (!PyLong_CheckExact(o)) return -1;
+        v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow || v < 0 || v > ((long long)1 << 53)) { PyErr_Clear(); return -1; }
+        return v;
+    }
+    """
+    char *fo_arr_data(PyObject *o) noexcept
+    cnp.npy_intp fo_arr_size(PyObject *o) noexcept
+    cnp.npy_intp fo_arr_nbytes(PyObject *o) noexcept
+    bint fo_arr_writeable(PyObject *o) noexcept
+    bint fo_is_array(PyObject *o) noexcept
+    bint fo_arr_same_layout(PyObject *a, PyObject *param, int typenum) noexcept
+    PyObject *fo_dict_get(PyObject *d, PyObject *key) noexcept
+    long long fo_step_value(PyObject *o) noexcept
+    PyObject *fo_list_item "PyList_GET_ITEM"(PyObject *lst, Py_ssize_t i) noexcept
+
+
 cdef Py_ssize_t _coalesce(fo_task *tasks, const int *itemsizes, Py_ssize_t ntasks,
                           int nbuf, int nhyper) noexcept:
     """Merge each task into the previous one when all its buffers continue the
@@ -614,6 +670,15 @@ cdef class Plan:
     cdef double *hyper
     cdef double *group_hyper
     cdef _Span *spans
+    # borrowed from the lists above, which keep them alive: the parameters, their
+    # state dicts (NULL: none), their state buffers (nparams x nstate, NULL: unused),
+    # whether a parameter has all its state (has_bufs), the state's keys
+    cdef PyObject **param_ptr
+    cdef PyObject **dict_ptr
+    cdef PyObject **buf_ptr
+    cdef PyObject **key_ptr
+    cdef bint *has_bufs
+    cdef PyObject *name_ptr[FO_MAX_BUFS]
 
     def __cinit__(self):
         self.group_of = NULL
@@ -629,12 +694,19 @@ cdef class Plan:
         self.hyper = NULL
         self.group_hyper = NULL
         self.spans = NULL
+        self.param_ptr = NULL
+        self.dict_ptr = NULL
+        self.buf_ptr = NULL
+        self.key_ptr = NULL
+        self.has_bufs = NULL
 
     def __dealloc__(self):
         free(self.group_of); free(self.typenum); free(self.active_flag)
         free(self.active_index); free(self.active_itemsize); free(self.steps)
         free(self.clear_start); free(self.clear_end); free(self.table); free(self.active)
         free(self.hyper); free(self.group_hyper); free(self.spans)
+        free(self.param_ptr); free(self.dict_ptr); free(self.buf_ptr); free(self.key_ptr)
+        free(self.has_bufs)
 
     def __init__(self, str kernel, list groups, dict state, tuple state_names, tuple needed,
                  bint tracks_step):
@@ -733,6 +805,28 @@ cdef class Plan:
                         self.nspans += 1
                 i += 1
         _check_overlap(self.spans, self.nspans, labels)   # also sorts the spans
+        m = max(n, 1)
+        self.param_ptr = <PyObject **>malloc(m * sizeof(PyObject *))
+        self.dict_ptr = <PyObject **>malloc(m * sizeof(PyObject *))
+        self.key_ptr = <PyObject **>malloc(m * sizeof(PyObject *))
+        self.buf_ptr = <PyObject **>calloc(m * max(self.nstate, 1), sizeof(PyObject *))
+        self.has_bufs = <bint *>calloc(m, sizeof(bint))
+        if (self.param_ptr == NULL or self.dict_ptr == NULL or self.key_ptr == NULL
+                or self.buf_ptr == NULL or self.has_bufs == NULL):
+            raise MemoryError()
+        for s in range(self.nstate):
+            self.name_ptr[s] = <PyObject *>self.names[s]
+        for i in range(n):
+            self.param_ptr[i] = <PyObject *>self.params[i]
+            self.key_ptr[i] = <PyObject *>self.keys[i]
+            entry_state = self.state_dicts[i]
+            self.dict_ptr[i] = NULL if entry_state is None else <PyObject *>entry_state
+            buffers = self.state_bufs[i]
+            self.has_bufs[i] = buffers is not None
+            if buffers is not None:
+                for s in range(self.nstate):
+                    if buffers[s] is not None:
+                        self.buf_ptr[i * self.nstate + s] = <PyObject *>buffers[s]
 
     def run(self, list groups, dict state, grads, list packed, tuple needed,
             int num_threads=0):
@@ -752,12 +846,20 @@ cdef class Plan:
             0 for the default.
         """
         cdef Py_ssize_t i, j, g, s, k, nactive = 0, lo, hi, mid, nrun
+        cdef Py_ssize_t nstate = self.nstate
         cdef bint clear
-        cdef cnp.ndarray param, grad, a
         cdef PyObject *found
-        cdef object lst, obj, entry_state, step_object = None
-        cdef list buffers, grad_list
+        cdef PyObject *gobj
+        cdef PyObject *pobj
+        cdef PyObject *bobj
+        cdef PyObject *entry
+        cdef PyObject *none = <PyObject *>None
+        cdef PyObject *glist
+        cdef PyObject *lst_ptr
+        cdef object lst, step_object = None
+        cdef list grad_list
         cdef int64_t step_value = -1
+        cdef long long count
         cdef uintptr_t gs, ge
         cdef int typenum
         if fo_isa_get() != self.isa or groups is not self.groups \
@@ -765,13 +867,15 @@ cdef class Plan:
                 or len(grads) != self.nparams or len(packed) != self.ngroups:
             return False
         grad_list = grads if type(grads) is list else list(grads)
+        glist = <PyObject *>grad_list
         i = 0
         for g in range(self.ngroups):
             lst = groups[g]["params"]
             if lst is not self.group_lists[g] or len(lst) != self.group_sizes[g]:
                 return False
+            lst_ptr = <PyObject *>lst
             for j in range(self.group_sizes[g]):
-                if (<object>PyList_GET_ITEM(lst, j)) is not self.params[i]:
+                if fo_list_item(lst_ptr, j) != self.param_ptr[i]:
                     return False
                 i += 1
             values = packed[g]
@@ -781,48 +885,45 @@ cdef class Plan:
                 self.group_hyper[g * FO_MAX_HYPER + k] = values[k]
         for i in range(self.nparams):
             self.active_flag[i] = False
-            obj = <object>PyList_GET_ITEM(grad_list, i)
-            if obj is None:
+            gobj = fo_list_item(glist, i)
+            if gobj == none:
                 continue
-            buffers = self.state_bufs[i]
-            if buffers is None:
+            if not self.has_bufs[i]:
                 return False
-            found = PyDict_GetItem(state, self.keys[i])
-            if found == NULL or (<object>found) is not self.state_dicts[i]:
+            entry = self.dict_ptr[i]
+            if fo_dict_get(<PyObject *>state, self.key_ptr[i]) != entry:
                 return False
-            entry_state = <object>found
-            param = <cnp.ndarray>self.params[i]
+            pobj = self.param_ptr[i]
             typenum = self.typenum[i]
-            if <char *>cnp.PyArray_DATA(param) != self.table[i].buf[0] \
-                    or cnp.PyArray_SIZE(param) != self.table[i].n \
-                    or not cnp.PyArray_ISWRITEABLE(param) \
-                    or not _same_layout(param, param, typenum):
+            if fo_arr_data(pobj) != self.table[i].buf[0] \
+                    or fo_arr_size(pobj) != self.table[i].n \
+                    or not fo_arr_writeable(pobj) \
+                    or not fo_arr_same_layout(pobj, pobj, typenum):
                 return False
-            for s in range(self.nstate):
-                b = buffers[s]
-                if b is None:
+            for s in range(nstate):
+                bobj = self.buf_ptr[i * nstate + s]
+                if bobj == NULL:
                     continue
-                found = PyDict_GetItem(entry_state, self.names[s])
-                if found == NULL or (<object>found) is not b:
+                if fo_dict_get(entry, self.name_ptr[s]) != bobj:
                     return False
-                a = <cnp.ndarray>b
-                if <char *>cnp.PyArray_DATA(a) != self.table[i].buf[s + 2] \
-                        or not cnp.PyArray_ISWRITEABLE(a) or not _same_layout(a, param, typenum):
+                if fo_arr_data(bobj) != self.table[i].buf[s + 2] \
+                        or not fo_arr_writeable(bobj) \
+                        or not fo_arr_same_layout(bobj, pobj, typenum):
                     return False
-            if not cnp.PyArray_Check(obj):
-                return False
-            grad = <cnp.ndarray>obj
-            if not _same_layout(grad, param, typenum):
+            if not fo_is_array(gobj) or not fo_arr_same_layout(gobj, pobj, typenum):
                 return False
             if self.tracks_step:
-                found = PyDict_GetItem(entry_state, self.step_key)
-                if found != NULL and type(<object>found) is not int:
-                    return False  # the full path handles any other step value
-                self.steps[nactive] = (0 if found == NULL else <int64_t>(<object>found)) + 1
+                found = fo_dict_get(entry, <PyObject *>self.step_key)
+                count = 0
+                if found != NULL:
+                    count = fo_step_value(found)
+                    if count < 0:
+                        return False  # the full path handles any other step value
+                self.steps[nactive] = count + 1
             else:
                 self.steps[nactive] = 0
-            self.active[nactive] = self.table[i]
-            self.active[nactive].buf[1] = <char *>cnp.PyArray_DATA(grad)
+            memcpy(&self.active[nactive], &self.table[i], sizeof(fo_task))
+            self.active[nactive].buf[1] = fo_arr_data(gobj)
             memcpy(&self.hyper[nactive * FO_MAX_HYPER],
                    &self.group_hyper[self.group_of[i] * FO_MAX_HYPER],
                    self.nhyper * sizeof(double))
@@ -844,9 +945,9 @@ cdef class Plan:
             if self.active[k].n == 0:
                 continue
             i = self.active_index[k]
-            grad = <cnp.ndarray>PyList_GET_ITEM(grad_list, i)
-            gs = <uintptr_t>cnp.PyArray_DATA(grad)
-            ge = gs + <uintptr_t>cnp.PyArray_NBYTES(grad)
+            gobj = fo_list_item(glist, i)
+            gs = <uintptr_t>fo_arr_data(gobj)
+            ge = gs + <uintptr_t>fo_arr_nbytes(gobj)
             if self.clear_start[i] == gs and self.clear_end[i] == ge:
                 continue
             lo, hi = 0, self.nspans
@@ -870,11 +971,11 @@ cdef class Plan:
             fo_run_threads(self.active, nrun, num_threads)
         if self.tracks_step:
             for k in range(nactive):
-                entry_state = <object>PyDict_GetItem(state, self.keys[self.active_index[k]])
                 if self.steps[k] != step_value:   # parameters mostly share one step
                     step_value = self.steps[k]
                     step_object = step_value
-                PyDict_SetItem(entry_state, self.step_key, step_object)
+                PyDict_SetItem(<object>self.dict_ptr[self.active_index[k]], self.step_key,
+                               step_object)
         return True
 
 
@@ -1275,9 +1376,14 @@ cdef class FastStep:
             return True
         if self.factored >= 0:
             fentry = &fo_factored_kernels[self.factored]
-            with nogil:
+            if n < FO_CHUNK:
+                # as below: a step this short takes less time than releasing the GIL
                 fo_run_factored(fentry, typenum == cnp.NPY_FLOAT64, task.buf, 1, 1, n, hyper,
                                 0)
+            else:
+                with nogil:
+                    fo_run_factored(fentry, typenum == cnp.NPY_FLOAT64, task.buf, 1, 1, n,
+                                    hyper, 0)
             return True
         entry = &fo_kernels[self.index]
         task.fn = fo_select(entry, typenum == cnp.NPY_FLOAT64)

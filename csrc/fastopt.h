@@ -141,6 +141,9 @@ extern int64_t fo_parallel_min;
  * first pass (`reduce`, optional) reads hyper[1] of the buffers once more, those with
  * the indices in hyper[2...], for algorithms whose update needs sums over them. */
 extern const fo_kernel_entry fo_stream_kernel;
+/* The benchmark's divider floor: D divisions and S square roots per element and
+ * nothing else (kernels.c). */
+extern const fo_kernel_entry fo_divsqrt_kernel;
 
 /* Instruction-set dispatch: the best set this CPU supports, the one in use, and a
  * setter (-1: the best; returns -1 if `isa` is not available). */

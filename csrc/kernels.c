@@ -46,6 +46,12 @@
  * state buffers are read and written, the gradient is read, with one addition per
  * buffer and element (the least arithmetic that still makes each write depend on
  * the reads).  buf[0] = param, buf[1] = grad, buf[2..] = state; hyper[0] = nstate. */
+#define FO_DIVSQRT_CASE(S, D)                                                          \
+    case S * 7 + D: FN(fo_divsqrt_body)(x, y, begin, end, D, S); break;
+#define FO_DIVSQRT_CASES(S)                                                            \
+    FO_DIVSQRT_CASE(S, 0) FO_DIVSQRT_CASE(S, 1) FO_DIVSQRT_CASE(S, 2)                  \
+    FO_DIVSQRT_CASE(S, 3) FO_DIVSQRT_CASE(S, 4) FO_DIVSQRT_CASE(S, 5)                  \
+    FO_DIVSQRT_CASE(S, 6)
 #define FO_STREAM_DEFINE                                                               \
     static FO_INLINE void FN(fo_stream_body)(                                          \
         T *restrict p, const T *restrict g, T *restrict s0, T *restrict s1,            \
@@ -122,6 +128,41 @@
         default: bits = FN(fo_stream_or)(x[0], x[1], x[2], x[3], x[4], x[5], first, last, 6); break; \
         }                                                                              \
         sums[0] += (double)(bits & 1);                                                 \
+    }                                                                                  \
+    /* The benchmark's divider floor: per element, S square roots and then D          \
+     * divisions (x = sqrt(x + y) S times, x = y / (x + y) D times; y in [1, 2) keeps  \
+     * every value normal), nothing else but one load of x and y and one store of x:   \
+     * the least time D divisions and S square roots take on this core and            \
+     * instruction set.  buf[0] = x (written), buf[1] = y; hyper[0] = D (0 to 6),     \
+     * hyper[1] = S (0 to 2). */                                                       \
+    static FO_INLINE void FN(fo_divsqrt_body)(T *restrict x, const T *restrict y,     \
+                                              int64_t begin, int64_t end, const int D, \
+                                              const int S)                             \
+    {                                                                                  \
+        for (int64_t i = begin; i < end; i++) {                                        \
+            T r = x[i];                                                                \
+            const T b = y[i];                                                          \
+            if (S > 0) r = SQRT(r + b);                                                \
+            if (S > 1) r = SQRT(r + b);                                                \
+            if (D > 0) r = b / (r + b);                                                \
+            if (D > 1) r = b / (r + b);                                                \
+            if (D > 2) r = b / (r + b);                                                \
+            if (D > 3) r = b / (r + b);                                                \
+            if (D > 4) r = b / (r + b);                                                \
+            if (D > 5) r = b / (r + b);                                                \
+            x[i] = r;                                                                  \
+        }                                                                              \
+    }                                                                                  \
+    FO_KERNEL void FN(fo_divsqrt)(char *const *buf, int64_t begin, int64_t end,        \
+                                  const double *h)                                     \
+    {                                                                                  \
+        T *x = (T *)buf[0];                                                            \
+        const T *y = (const T *)buf[1];                                                \
+        const int d = (int)h[0], s = (int)h[1];                                        \
+        switch (s * 7 + d) {                                                           \
+        FO_DIVSQRT_CASES(0) FO_DIVSQRT_CASES(1) FO_DIVSQRT_CASES(2)                    \
+        default: break;                                                                \
+        }                                                                              \
     }
 
 /* Every kernel computes its step-dependent scalars (bias corrections) with pow() in
@@ -312,6 +353,10 @@ const fo_kernel_entry fo_stream_kernel = {
     .buffers = "param grad s0 s1 s2 s3 s4 s5", .hyper = "nstate nreads reads...",
     .reduce_f32 = fo_stream_sums_f32, .reduce_f64 = fo_stream_sums_f64, .nsums = 1,
     .isa = FO_ISA_FNS(fo_stream), .reduce_isa = FO_ISA_SUMS(fo_stream)};
+
+const fo_kernel_entry fo_divsqrt_kernel = {
+    .name = "divsqrt", .f32 = fo_divsqrt_f32, .f64 = fo_divsqrt_f64,
+    .buffers = "x y", .hyper = "divisions square_roots", .isa = FO_ISA_FNS(fo_divsqrt)};
 
 /* -- instruction-set dispatch ------------------------------------------------------ */
 

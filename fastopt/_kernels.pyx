@@ -66,6 +66,7 @@ cdef extern from "fastopt.h" nogil:
     void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads) noexcept nogil
     int64_t fo_parallel_min
     const fo_kernel_entry fo_stream_kernel
+    const fo_kernel_entry fo_divsqrt_kernel
     const char *const fo_isa_names[]
     int fo_isa_best()
     int fo_isa_get()
@@ -492,6 +493,34 @@ def _stream(cnp.ndarray param, cnp.ndarray grad, list state, int num_threads=0,
     task.hyper = hyper
     with nogil:
         fo_run_threads(&task, 1, num_threads)
+
+
+def _divsqrt(cnp.ndarray x, cnp.ndarray y, int divisions, int square_roots):
+    """The benchmark's divider floor: `square_roots` square roots and then `divisions`
+    divisions per element of `x` (``x = sqrt(x + y)``, then ``x = y / (x + y)``) and
+    nothing else, on one thread with the instruction set in use.  `y` should lie in
+    [1, 2) and `x` be non-negative, so that every value stays normal."""
+    cdef fo_task task
+    cdef double hyper[FO_MAX_HYPER]
+    if not 0 <= divisions <= 6 or not 0 <= square_roots <= 2:
+        raise ValueError("divisions must be 0 to 6 and square_roots 0 to 2")
+    for a in (x, y):
+        if (a.dtype != x.dtype or not a.flags.c_contiguous or a.size != x.size
+                or x.dtype not in (np.float32, np.float64)):
+            raise ValueError("x and y must be C-contiguous float32/float64 arrays of one "
+                             "dtype and size")
+    if not x.flags.writeable:
+        raise ValueError("x must be writeable")
+    memset(&task, 0, sizeof(fo_task))
+    task.fn = fo_select(&fo_divsqrt_kernel, cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64)
+    task.buf[0] = <char *>cnp.PyArray_DATA(x)
+    task.buf[1] = <char *>cnp.PyArray_DATA(y)
+    task.n = cnp.PyArray_SIZE(x)
+    hyper[0] = divisions
+    hyper[1] = square_roots
+    task.hyper = hyper
+    with nogil:
+        fo_run_threads(&task, 1, 1)
 
 
 # -- hyperparameter snapshots ----------------------------------------------------------

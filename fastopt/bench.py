@@ -18,6 +18,14 @@ optimizer step are timed side by side, interleaved round by round in one run:
     whole parameter before it can write it (LAMB, LARS, Adafactor:
     ``Algorithm.reads_first``), a first pass reads those buffers once more.
 
+For an algorithm with divisions or square roots, a fifth kernel times the **divider
+floor**: the divisions and square roots per element that an exact update cannot
+avoid (``Algorithm.divider_ops``) and nothing else, in cache (FLOOR_ELEMENTS
+elements, scaled to the case's size), on the same instruction set.  No kernel that
+does those operations can beat it, so ``ceiling / max(ceiling, floor)`` is the best
+fraction of the ceiling such a kernel can reach, and ``torch / floor`` the best
+speedup over torch ("best_fraction_of_ceiling", "best_speedup_vs_torch" in the JSON).
+
 Byte model: one step moves ``itemsize * (reads + writes)`` bytes per element, where
 reads = 2 + S (parameter, gradient, state) + F and writes = 1 + S, S being the number
 of state buffers the algorithm's options use and F the number of buffers it reads in
@@ -131,6 +139,10 @@ def _torch_optimizer(algorithm, hyper, param, grad):
     return cls([tensor], **kwargs), "default"
 
 
+#: Elements of the divider floor's buffers (in cache on any current core).
+FLOOR_ELEMENTS = 32768
+
+
 class Case:
     """One algorithm, dtype and size, with every implementation ready to call."""
 
@@ -164,6 +176,12 @@ class Case:
                 self.torch_optimizer.step()
                 self.calls["torch"] = self.torch_optimizer.step
         self.bytes_per_element = bytes_per_element(algorithm, self.hyper, self.dtype)
+        self.divider_ops = tuple(algorithm.divider_ops(self.hyper))
+        if any(self.divider_ops):
+            n = min(size, FLOOR_ELEMENTS)
+            self.floor_x = np.zeros(n, dtype=self.dtype)
+            self.floor_y = (1 + rng.random(n)).astype(self.dtype)
+            self.calls["floor"] = self._floor
 
     def _fastopt(self):
         self.optimizer.step([self.grad])
@@ -171,6 +189,9 @@ class Case:
     def _numpy(self):
         self.algorithm.reference(self.param, self.grad, *self.state,
                                  **_functional_kwargs(self.algorithm, self.hyper, 10))
+
+    def _floor(self):
+        _kernels._divsqrt(self.floor_x, self.floor_y, *self.divider_ops)
 
     def _ceiling(self):
         _kernels._stream(self.param, self.grad, self.ceiling_state, self.threads or 0,
@@ -225,6 +246,7 @@ def _progress(message, quiet):
 def run_case(case, rounds, min_batch=MIN_BATCH_SECONDS):
     """Time every implementation of `case`; a result dict (see module docstring)."""
     timed = time_interleaved(case.calls, rounds, min_batch)
+    floor = timed.pop("floor", None)
     nbytes = case.bytes_per_element * case.size
     impls = {}
     for name, (best, median) in timed.items():
@@ -240,7 +262,17 @@ def run_case(case, rounds, min_batch=MIN_BATCH_SECONDS):
         "fraction_of_ceiling": impls["ceiling"]["us"] / fast,
         "speedup_vs_numpy": impls["numpy"]["us"] / fast,
         "speedup_vs_torch": impls["torch"]["us"] / fast if "torch" in impls else None,
+        "divider_ops": list(case.divider_ops),
+        "floor_us": None, "best_fraction_of_ceiling": None, "best_speedup_vs_torch": None,
     }
+    if floor is not None:
+        # the divider floor, timed in cache on FLOOR_ELEMENTS elements, for this size
+        floor_us = floor[0] * 1e6 * case.size / case.floor_x.size
+        ceiling = impls["ceiling"]["us"]
+        result["floor_us"] = floor_us
+        result["best_fraction_of_ceiling"] = ceiling / max(ceiling, floor_us)
+        if "torch" in impls:
+            result["best_speedup_vs_torch"] = impls["torch"]["us"] / floor_us
     return result
 
 
@@ -501,8 +533,8 @@ def _fmt(x, spec):
 def format_roofline(results):
     """The roofline results as a Markdown table."""
     lines = ["| algorithm | dtype | size | B/elem | fastopt us | GB/s | ceiling us | of ceiling "
-             "| numpy us | x numpy | torch us | torch path | x torch |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "| floor us | numpy us | x numpy | torch us | torch path | x torch |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in results:
         i = r["impls"]
         torch_us = i["torch"]["us"] if "torch" in i else None
@@ -510,6 +542,7 @@ def format_roofline(results):
             f"| {r['algorithm']} | {r['dtype']} | {r['size']:,} | {r['bytes_per_element']} "
             f"| {i['fastopt']['us']:.1f} | {i['fastopt']['gbps']:.1f} "
             f"| {i['ceiling']['us']:.1f} | {r['fraction_of_ceiling']:.2f} "
+            f"| {_fmt(r.get('floor_us'), '.1f')} "
             f"| {i['numpy']['us']:.1f} | {r['speedup_vs_numpy']:.1f} "
             f"| {_fmt(torch_us, '.1f')} | {r['torch_path'] or '-'} "
             f"| {_fmt(r['speedup_vs_torch'], '.2f')} |")

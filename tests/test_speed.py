@@ -342,6 +342,28 @@ def test_step_counter_set_by_hand_is_honoured():
     assert p.tobytes() == q.tobytes()
 
 
+@pytest.mark.parametrize("count", [2**60, True, np.int64(7)],
+                         ids=["huge", "bool", "numpy-int"])
+def test_step_counter_the_plan_cannot_read_goes_the_full_path(count):
+    # The plan reads a step count only from an exact int in 0..2**53; anything else
+    # must reach the full path, which steps as the reference twin does with count + 1.
+    p = np.linspace(-1, 1, 8)
+    g = np.full(8, 0.25)
+    opt = fastopt.Adam([p], lr=0.1)
+    opt.step([g])
+    opt.step([g])   # the second step runs the plan
+    m, v = opt.state[0]["exp_avg"].copy(), opt.state[0]["exp_avg_sq"].copy()
+    expected = p.copy()
+    fastopt.reference.adam(expected, g, m, v, step=count + 1, lr=0.1, betas=(0.9, 0.999),
+                           eps=1e-8, weight_decay=0, amsgrad=False, maximize=False,
+                           decoupled_weight_decay=False)
+    opt.state[0]["step"] = count
+    opt.step([g])
+    assert opt.state[0]["step"] == count + 1
+    assert p.tobytes() == expected.tobytes()
+    assert opt.state[0]["exp_avg"].tobytes() == m.tobytes()
+
+
 # -- threads ---------------------------------------------------------------------------
 
 @pytest.fixture
@@ -542,6 +564,12 @@ def test_bench_smoke(tmp_path):
         assert row["bytes_per_element"] == 4 * (reads + writes)
         assert reads == writes + 1 + len(algorithm.reads_first)
         assert row["fraction_of_ceiling"] > 0 and row["speedup_vs_numpy"] > 0
+        ops = algorithm.divider_ops(dict(algorithm.defaults))
+        assert row["divider_ops"] == list(ops)
+        if any(ops):
+            assert row["floor_us"] > 0 and 0 < row["best_fraction_of_ceiling"] <= 1
+        else:
+            assert row["floor_us"] is None and row["best_fraction_of_ceiling"] is None
 
 
 def test_bench_memory_shape_follows_the_options():
@@ -573,6 +601,32 @@ def test_ceiling_first_pass_reads_and_changes_nothing(threads, low_parallel_thre
     np.testing.assert_array_equal(p, before + g)   # x += grad, once
     with pytest.raises(ValueError, match="reads_first"):
         _kernels._stream(p, g, [s0], threads, (3,))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("divisions,square_roots", [(0, 0), (1, 0), (0, 2), (1, 1), (6, 2)])
+def test_divider_floor_does_exactly_its_operations(dtype, divisions, square_roots,
+                                                  restore_isa):
+    # The floor must do the divisions and square roots it is named for, or it would
+    # not bound the kernels: the same operations in NumPy give the same bits.
+    rng = np.random.default_rng(5)
+    n = 1000
+    x = rng.random(n).astype(dtype)
+    y = (1 + rng.random(n)).astype(dtype)
+    expected = x.copy()
+    for _ in range(square_roots):
+        expected = np.sqrt(expected + y)
+    for _ in range(divisions):
+        expected = y / (expected + y)
+    for isa in _kernels.isa_available():
+        got = x.copy()
+        _kernels.set_isa(isa)
+        _kernels._divsqrt(got, y, divisions, square_roots)
+        assert got.tobytes() == expected.tobytes(), isa
+    with pytest.raises(ValueError, match="divisions"):
+        _kernels._divsqrt(x, y, 7, 0)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _kernels._divsqrt(x, y[:-1], 1, 0)
 
 
 def test_bench_functional_calls_are_timed_as_written_calls():

@@ -116,6 +116,25 @@ static FO_INLINE T FN(fo_div_sqrt_const)(T x, FN(fo_cdiv) k)
 }
 #undef FO_FMA
 
+/* Whether fo_div_sqrt_const(x, c), c having passed fo_cdiv_ok, is x / c for an x that
+ * need not be a square root: zero, or |x| within 2**-90..2**90 (float) or
+ * 2**-950..2**950 (double), where neither the remainder nor the quotient can
+ * underflow and nothing overflows (the remainder x - q1*c is a multiple of
+ * ulp(q1)*ulp(c), representable down to |x| of about 2**-102 in float, 2**-970 in
+ * double; a normal quotient needs |x| >= 2**-126 * c).  False for NaN and infinities.
+ * Checked for float against the division for every float in that range and twelve
+ * divisors including both ends of fo_cdiv_ok's, and for double on 2 * 10**8 random
+ * pairs (standalone programs, not in the tree). */
+static FO_INLINE int FN(fo_cdiv_dividend_ok)(T x)
+{
+    const T a = FABS(x);
+#if FO_T_F64
+    return (x == 0) | ((a >= 0x1p-950) & (a <= 0x1p950));
+#else
+    return (x == 0) | ((a >= 0x1p-90f) & (a <= 0x1p90f));
+#endif
+}
+
 /* Whether fo_div_sqrt_const may take c (false for NaN). */
 static FO_INLINE int FN(fo_cdiv_ok)(T c)
 {

@@ -173,10 +173,11 @@ def special_array(dtype, n, rng):
 def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_scale):
     """Adam, AdamW, AdaBelief and Adan divide the square root of their second moment
     by its bias correction without the divider on AVX-512, and for float64 on AVX2
-    (fo_div_sqrt_const in kernels_impl.h); NAdam, RAdam and LAMB divide by their
-    corrections, and every kernel by the loss scale, plainly.  On every instruction
-    set, gradients and state full of zeros, subnormals, huge values, infinities and
-    NaN give the reference's bits."""
+    (fo_div_sqrt_const in kernels_impl.h); LAMB divides its new moments by their
+    corrections so where they are in range, and divides plainly where not; NAdam and
+    RAdam divide by their corrections, and every kernel by the loss scale, plainly.
+    On every instruction set, gradients and state full of zeros, subnormals, huge
+    values, infinities and NaN give the reference's bits."""
     from fastopt import _kernels
     algorithm = fastopt.get_algorithm(name)
     hyper = dict(algorithm.defaults)
@@ -206,6 +207,38 @@ def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_s
                 for spec, mine, ref in zip(algorithm.state, state, ref_state):
                     if mine is not None:
                         assert_same_bits(mine, ref, f"{spec.name}, {isa}, step {step}")
+    finally:
+        _kernels.set_isa(before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_lamb_divides_plainly_where_a_moment_is_out_of_range(dtype):
+    """LAMB's FMA division by a bias correction is exact only for new moments in
+    fo_cdiv_dividend_ok's range; a block holding one outside it is computed again with
+    the division.  A subnormal new moment (beta1 = 0.5, so exp_avg' = grad / 2) over
+    the correction 0.75 (step 2) is a quotient the FMA form gets wrong by an ulp; with
+    the parameter 0 there, the step writes that quotient's bits into it."""
+    from fastopt import _kernels
+    tiny = np.finfo(dtype).tiny            # exp_avg' = tiny / 2: subnormal
+    n = 3000
+    grad = np.full(n, 1e-2, dtype=dtype)
+    param = np.ones(n, dtype=dtype)
+    picks = np.arange(5, n, 397)           # in many blocks and tiles, not all
+    grad[picks] = tiny
+    param[picks] = 0
+    kwargs = dict(step=2, lr=1e-3, betas=(0.5, 0.999), eps=1e-6, weight_decay=0.0,
+                  maximize=False)
+    ref = [param.copy(), np.zeros(n, dtype), np.zeros(n, dtype)]
+    fastopt.reference.lamb(ref[0], grad, ref[1], ref[2], **kwargs)
+    assert np.all(ref[0][picks] != 0)      # the quotient reaches the parameter
+    before = _kernels.get_isa()
+    try:
+        for isa in _kernels.isa_available():
+            _kernels.set_isa(isa)
+            mine = [param.copy(), np.zeros(n, dtype), np.zeros(n, dtype)]
+            fastopt.functional.lamb(mine[0], grad, mine[1], mine[2], **kwargs)
+            for a, b, what in zip(mine, ref, ("param", "exp_avg", "exp_avg_sq")):
+                assert_same_bits(a, b, f"{what}, {isa}")
     finally:
         _kernels.set_isa(before)
 

@@ -13,6 +13,12 @@
  *                       p = p + (-(lr * trust)) * u
  *
  * Pass 1 computes u without storing anything; pass 2 computes it again, identically.
+ * The divisions by the bias corrections take the FMA form of fo_div_sqrt_const (the
+ * division's bits without the divide unit: three divisions and a square root per
+ * element and pass become one and one) where both new moments lie in
+ * fo_cdiv_dividend_ok's range; a block (a tile in pass 1) with one that does not is
+ * computed again with the divisions, pass 2 from the new moments it has written and
+ * the parameter it kept.
  *
  * buffers: param grad exp_avg exp_avg_sq
  * hyper:   step lr beta1 beta2 eps weight_decay maximize grad_scale
@@ -20,29 +26,49 @@
  */
 typedef struct {
     T sign, scale, beta1, one_minus_beta1, beta2, one_minus_beta2, bc1, bc2, eps, wd;
+    FN(fo_cdiv) bc1k, bc2k;
+    int fast;  /* both bias corrections may take the FMA division (fo_div_sqrt_const) */
 } FN(lamb_consts);
 
 static FO_INLINE FN(lamb_consts) FN(lamb_setup)(const double *h)
 {
     const double step = h[0], beta1 = h[2], beta2 = h[3];
+    const T bc1 = (T)(1 - pow(beta1, step)), bc2 = (T)(1 - pow(beta2, step));
     FN(lamb_consts) c = {
         h[6] != 0 ? (T)-1 : (T)1, (T)h[7], (T)beta1, (T)(1 - beta1), (T)beta2,
-        (T)(1 - beta2), (T)(1 - pow(beta1, step)), (T)(1 - pow(beta2, step)), (T)h[4],
-        (T)h[5]};
+        (T)(1 - beta2), bc1, bc2, (T)h[4], (T)h[5],
+        FN(fo_cdiv_make)(bc1), FN(fo_cdiv_make)(bc2),
+        FO_CDIV_ON && FN(fo_cdiv_ok)(bc1) && FN(fo_cdiv_ok)(bc2)};
     return c;
 }
 
-/* u for one element, and the moments it comes from. */
+/* u without weight decay from the new moments, dividing by the bias corrections. */
+static FO_INLINE T FN(lamb_divided)(const FN(lamb_consts) *c, T m, T v)
+{
+    return (m / c->bc1) / (SQRT(v / c->bc2) + c->eps);
+}
+
+/* u for one element, and the moments it comes from.  With FAST the two divisions by
+ * the bias corrections take the FMA form of fo_div_sqrt_const, which is the division
+ * when both new moments pass fo_cdiv_dividend_ok; `*bad` is set when one does not,
+ * and the caller computes that element again without FAST. */
 static FO_INLINE T FN(lamb_direction)(const FN(lamb_consts) *c, T grad, T x, T m_old,
-                                      T v_old, T *m_new, T *v_new, const int WD,
-                                      const int SCALED)
+                                      T v_old, T *m_new, T *v_new, int *bad,
+                                      const int FAST, const int WD, const int SCALED)
 {
     T d = FN(fo_grad)(grad, c->sign, c->scale, SCALED);
     T m = m_old * c->beta1 + c->one_minus_beta1 * d;
     T v = v_old * c->beta2 + c->one_minus_beta2 * (d * d);
     *m_new = m;
     *v_new = v;
-    T u = (m / c->bc1) / (SQRT(v / c->bc2) + c->eps);
+    T u;
+    if (FAST) {
+        *bad |= !(FN(fo_cdiv_dividend_ok)(m) & FN(fo_cdiv_dividend_ok)(v));
+        u = FN(fo_div_sqrt_const)(m, c->bc1k) /
+            (SQRT(FN(fo_div_sqrt_const)(v, c->bc2k)) + c->eps);
+    } else {
+        u = FN(lamb_divided)(c, m, v);
+    }
     return WD ? u + c->wd * x : u;
 }
 
@@ -50,16 +76,24 @@ static FO_INLINE void FN(lamb_sums_body)(const T *restrict p, const T *restrict 
                                          const T *restrict m, const T *restrict v,
                                          int64_t begin, int64_t end,
                                          const FN(lamb_consts) *c, double *sums,
-                                         const int WD, const int SCALED)
+                                         const int FAST, const int WD, const int SCALED)
 {
     double param_sq[FO_SUM_LANES] = {0}, update_sq[FO_SUM_LANES] = {0};
     T u[FO_SUM_TILE];
     for (int64_t start = begin; start < end; start += FO_SUM_TILE) {
         const int64_t n = end - start < FO_SUM_TILE ? end - start : FO_SUM_TILE;
+        int bad = 0;
         FO_FOR(i, start, start + n, p, g, m, v, NULL, NULL, NULL, NULL) {
             T mn, vn;
-            u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn, WD, SCALED);
+            u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn, &bad,
+                                              FAST, WD, SCALED);
         }
+        if (FAST && bad)  /* a moment out of the FMA form's range: divide this tile */
+            for (int64_t i = start; i < start + n; i++) {
+                T mn, vn;
+                u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn,
+                                                  &bad, 0, WD, SCALED);
+            }
         FN(fo_lane_sumsq2)(p + start, u, n, param_sq, update_sq);
     }
     sums[0] += FO_LANE_TOTAL(param_sq);
@@ -71,24 +105,44 @@ FO_KERNEL void FN(lamb_sums)(char *const *buf, int64_t begin, int64_t end, const
 {
     const FN(lamb_consts) c = FN(lamb_setup)(h);
     const int scaled = h[7] != 1;
-#define FO_LAMB_SUMS(_, W, G) FN(lamb_sums_body)((const T *)buf[0], (const T *)buf[1], (const T *)buf[2], (const T *)buf[3], begin, end, &c, sums, W, G)
-#define FO_LAMB_SUMS_W(_, W) FO_OPT2(scaled, FO_LAMB_SUMS, _, W)
-    FO_OPT1(h[5] != 0, FO_LAMB_SUMS_W, _);
+#define FO_LAMB_SUMS(_, F, W, G) FN(lamb_sums_body)((const T *)buf[0], (const T *)buf[1], (const T *)buf[2], (const T *)buf[3], begin, end, &c, sums, F, W, G)
+#define FO_LAMB_SUMS_W(_, F, W) FO_OPT3(scaled, FO_LAMB_SUMS, _, F, W)
+#define FO_LAMB_SUMS_F(_, F) FO_OPT2(h[5] != 0, FO_LAMB_SUMS_W, _, F)
+    FO_OPT1(c.fast, FO_LAMB_SUMS_F, _);
+#undef FO_LAMB_SUMS_F
 #undef FO_LAMB_SUMS_W
 #undef FO_LAMB_SUMS
 }
 
 static FO_INLINE void FN(lamb_body)(T *restrict p, const T *restrict g, T *restrict m,
                                     T *restrict v, int64_t begin, int64_t end,
-                                    const FN(lamb_consts) *c, T neg_step, const int WD,
-                                    const int SCALED)
+                                    const FN(lamb_consts) *c, T neg_step, const int FAST,
+                                    const int WD, const int SCALED)
 {
-    FO_FOR(i, begin, end, p, g, m, v, NULL, NULL, NULL, NULL) {
-        T mn, vn, x = p[i];
-        T u = FN(lamb_direction)(c, g[i], x, m[i], v[i], &mn, &vn, WD, SCALED);
-        m[i] = mn;
-        v[i] = vn;
-        p[i] = x + neg_step * u;
+    /* each block's parameter as it was, to write it again if the block must divide */
+    T x_old[FO_PF_BLOCK];
+    for (int64_t start = begin; start < end; start += FO_PF_BLOCK) {
+        const int64_t stop = end - start < FO_PF_BLOCK ? end : start + FO_PF_BLOCK;
+        int bad = 0;
+        FN(fo_pf_block)(start, p, g, m, v, NULL, NULL, NULL, NULL);
+        for (int64_t i = start; i < stop; i++) {
+            T mn, vn, x = p[i];
+            if (FAST) x_old[i - start] = x;
+            T u = FN(lamb_direction)(c, g[i], x, m[i], v[i], &mn, &vn, &bad, FAST, WD,
+                                     SCALED);
+            m[i] = mn;
+            v[i] = vn;
+            p[i] = x + neg_step * u;
+        }
+        if (FAST && bad) {
+            /* m and v hold the new moments: from them, divide */
+            for (int64_t i = start; i < stop; i++) {
+                const T x = x_old[i - start];
+                T u = FN(lamb_divided)(c, m[i], v[i]);
+                if (WD) u = u + c->wd * x;
+                p[i] = x + neg_step * u;
+            }
+        }
     }
 }
 
@@ -99,9 +153,11 @@ FO_KERNEL void FN(lamb)(char *const *buf, int64_t begin, int64_t end, const doub
     const double param_norm = sqrt(h[8]), update_norm = sqrt(h[9]);
     const double trust = param_norm > 0 && update_norm > 0 ? param_norm / update_norm : 1.0;
     const T neg_step = (T)(-(h[1] * trust));
-#define FO_LAMB(_, W, G) FN(lamb_body)((T *)buf[0], (const T *)buf[1], (T *)buf[2], (T *)buf[3], begin, end, &c, neg_step, W, G)
-#define FO_LAMB_W(_, W) FO_OPT2(scaled, FO_LAMB, _, W)
-    FO_OPT1(h[5] != 0, FO_LAMB_W, _);
+#define FO_LAMB(_, F, W, G) FN(lamb_body)((T *)buf[0], (const T *)buf[1], (T *)buf[2], (T *)buf[3], begin, end, &c, neg_step, F, W, G)
+#define FO_LAMB_W(_, F, W) FO_OPT3(scaled, FO_LAMB, _, F, W)
+#define FO_LAMB_F(_, F) FO_OPT2(h[5] != 0, FO_LAMB_W, _, F)
+    FO_OPT1(c.fast, FO_LAMB_F, _);
+#undef FO_LAMB_F
 #undef FO_LAMB_W
 #undef FO_LAMB
 }

@@ -173,8 +173,8 @@ def special_array(dtype, n, rng):
 def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_scale):
     """Adam, AdamW, AdaBelief and Adan divide the square root of their second moment
     by its bias correction without the divider on AVX-512, and for float64 on AVX2
-    (fo_div_sqrt_const in kernels_impl.h); LAMB divides its new moments by their
-    corrections so where they are in range, and divides plainly where not; NAdam and
+    (fo_div_sqrt_const in kernels_impl.h); LAMB, in float64, divides its new moments
+    by their corrections so where they are in range, and plainly where not; NAdam and
     RAdam divide by their corrections, and every kernel by the loss scale, plainly.
     On every instruction set, gradients and state full of zeros, subnormals, huge
     values, infinities and NaN give the reference's bits."""
@@ -213,9 +213,9 @@ def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_s
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_lamb_divides_plainly_where_a_moment_is_out_of_range(dtype):
-    """LAMB's FMA division by a bias correction is exact only for new moments in
-    fo_cdiv_dividend_ok's range; a block holding one outside it is computed again with
-    the division.  A subnormal new moment (beta1 = 0.5, so exp_avg' = grad / 2) over
+    """LAMB's FMA division by a bias correction (float64, AVX-512 and AVX2) is exact
+    only for new moments in fo_cdiv_dividend_ok's range; a block holding one outside
+    it is computed again with the division.  A subnormal new moment (beta1 = 0.5, so exp_avg' = grad / 2) over
     the correction 0.75 (step 2) is a quotient the FMA form gets wrong by an ulp; with
     the parameter 0 there, the step writes that quotient's bits into it."""
     from fastopt import _kernels

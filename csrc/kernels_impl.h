@@ -209,10 +209,8 @@ static FO_INLINE void FN(fo_adam_moments)(T *m, T *v, T d, T w, T one_minus_w, T
  * plain loop (no gain from memory, 8% slower in cache).  A plain streaming loop gains
  * nothing (0.97 to 1.13 of its time), so the benchmark's ceiling stays one. */
 #ifndef FO_PF_DIST
-#define FO_PF_DIST 1024
-#endif
-#ifndef FO_PF_BLOCK_BYTES
-#define FO_PF_BLOCK_BYTES 256
+#define FO_PF_DIST 1024           /* bytes ahead */
+#define FO_PF_BLOCK_BYTES 256     /* bytes of each buffer per block */
 #endif
 #define FO_PF_BLOCK (FO_PF_BLOCK_BYTES / (int64_t)sizeof(T))
 #ifndef FO_PF_LINES_DEFINED

@@ -563,19 +563,6 @@ def same_objects(list a, list b):
 
 # -- the cached step plan ------------------------------------------------------------
 
-cdef inline bint _same_layout(cnp.ndarray a, cnp.ndarray param, int typenum) noexcept:
-    """`a` has `typenum`, native order, C order, alignment and `param`'s shape."""
-    cdef int d, nd = cnp.PyArray_NDIM(a)
-    if cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISNOTSWAPPED(a) \
-            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a) \
-            or nd != cnp.PyArray_NDIM(param):
-        return False
-    for d in range(nd):
-        if cnp.PyArray_DIM(a, d) != cnp.PyArray_DIM(param, d):
-            return False
-    return True
-
-
 cdef extern from *:
     """
     /* Plan.run's per-parameter checks on borrowed references: no reference counting,

@@ -249,7 +249,7 @@ class Algorithm:
     read in a pass of their own before the pass that writes: its memory shape, which
     the benchmark's ceiling and byte model follow, for a parameter of one dimension.
 
-    `divider_ops(group)` gives ``(divisions, square roots)`` per element that an exact
+    `divider_ops` is ``(divisions, square roots)`` per element that an exact
     update with this memory shape cannot avoid: divisions by a value that changes from
     element to element, and square roots, each run on the core's divide unit.
     Divisions by one divisor for the whole loop are not counted (they can be done
@@ -276,7 +276,7 @@ class Algorithm:
     advance: Callable | None = None
     keeps_step: bool = False
     reads_first: tuple = ()
-    divider_ops: Callable[[Mapping], tuple] = lambda group: (0, 0)
+    divider_ops: tuple = (0, 0)
     lr_zero_is_no_op: Callable[[Mapping], bool] = lambda group: True
     zero_grad_is_no_op: Callable[[Mapping], bool] = lambda group: True
     cls: type | None = None
@@ -513,7 +513,7 @@ register(Algorithm(
 
 register(Algorithm(
     name="adagrad", cls_name="Adagrad", kernel="adagrad", torch="Adagrad", positional=5,
-    divider_ops=lambda group: (1, 1),
+    divider_ops=(1, 1),
     summary="per-coordinate learning rates from the sum of squared gradients",
     hyper=(
         Hyper("lr", 1e-2, "nonneg", LR),
@@ -531,7 +531,7 @@ register(Algorithm(
 
 register(Algorithm(
     name="rmsprop", cls_name="RMSprop", kernel="rmsprop", torch="RMSprop", positional=6,
-    divider_ops=lambda group: (1, 1),
+    divider_ops=(1, 1),
     summary="gradients scaled by a running root mean square",
     hyper=(
         Hyper("lr", 1e-2, "nonneg", LR),
@@ -554,7 +554,7 @@ register(Algorithm(
 
 register(Algorithm(
     name="adadelta", cls_name="Adadelta", kernel="adadelta", torch="Adadelta", positional=4,
-    divider_ops=lambda group: (1, 2),
+    divider_ops=(1, 2),
     summary="RMSprop with a running average of squared updates in place of a learning rate",
     hyper=(
         Hyper("lr", 1.0, "nonneg", LR),
@@ -590,7 +590,7 @@ _ADAM_CONFIGS = _combos(lr=(0.01,), weight_decay=(0.0, 0.1), amsgrad=(False, Tru
 
 register(Algorithm(
     name="adam", cls_name="Adam", kernel="adam", torch="Adam", positional=5,
-    divider_ops=lambda group: (1, 1),
+    divider_ops=(1, 1),
     summary="bias-corrected running averages of the gradient and its square",
     hyper=_ADAM_HYPER + (Hyper("decoupled_weight_decay", False, "bool"),),
     state=_ADAM_STATE,
@@ -600,7 +600,7 @@ register(Algorithm(
 
 register(Algorithm(
     name="adamw", cls_name="AdamW", kernel="adam", torch="AdamW", positional=5,
-    divider_ops=lambda group: (1, 1),
+    divider_ops=(1, 1),
     summary="Adam with decoupled weight decay",
     hyper=tuple(Hyper("weight_decay", 1e-2, "nonneg", WD) if h.name == "weight_decay" else h
                 for h in _ADAM_HYPER),
@@ -619,7 +619,7 @@ def _f32(value):
 
 register(Algorithm(
     name="adamax", cls_name="Adamax", kernel="adamax", torch="Adamax", positional=4,
-    divider_ops=lambda group: (1, 0),
+    divider_ops=(1, 0),
     summary="Adam with the infinity norm of past gradients in place of the second moment",
     hyper=(
         Hyper("lr", 2e-3, "nonneg", LR),
@@ -652,7 +652,7 @@ _NADAM_CONFIGS = _combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, T
 
 register(Algorithm(
     name="nadam", cls_name="NAdam", kernel="nadam", torch="NAdam", positional=6,
-    divider_ops=lambda group: (2, 1),  # one square root, two divisions by it
+    divider_ops=(2, 1),  # one square root, two divisions by it
     summary="Adam with Nesterov momentum",
     hyper=(
         Hyper("lr", 2e-3, "nonneg", LR),
@@ -679,7 +679,7 @@ _RADAM_CONFIGS = _combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, T
 
 register(Algorithm(
     name="radam", cls_name="RAdam", kernel="radam", torch="RAdam", positional=5,
-    divider_ops=lambda group: (1, 1),  # once the rectification is on
+    divider_ops=(1, 1),  # once the rectification is on
     summary="Adam with the variance of its adaptive learning rate rectified",
     hyper=(
         Hyper("lr", 1e-3, "nonneg", LR),
@@ -774,7 +774,7 @@ _ADABELIEF_CONFIGS = _combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(Fals
 
 register(Algorithm(
     name="adabelief", cls_name="AdaBelief", kernel="adabelief", positional=5,
-    divider_ops=lambda group: (1, 1),
+    divider_ops=(1, 1),
     summary="Adam with the variance of the gradient around its momentum (the belief)",
     hyper=(
         Hyper("lr", 1e-3, "nonneg", LR),
@@ -791,7 +791,7 @@ register(Algorithm(
 
 register(Algorithm(
     name="yogi", cls_name="Yogi", kernel="yogi", positional=5,
-    divider_ops=lambda group: (1, 1),
+    divider_ops=(1, 1),
     summary="Adam with an additive, sign-controlled second-moment update",
     hyper=(
         Hyper("lr", 1e-2, "nonneg", LR),
@@ -812,7 +812,7 @@ register(Algorithm(
 
 register(Algorithm(
     name="adan", cls_name="Adan", kernel="adan", positional=5,
-    divider_ops=lambda group: (2, 1),
+    divider_ops=(2, 1),
     summary="adaptive Nesterov momentum from the difference of successive gradients",
     hyper=(
         Hyper("lr", 1e-3, "nonneg", LR),
@@ -835,7 +835,7 @@ register(Algorithm(
 
 register(Algorithm(
     name="lamb", cls_name="LAMB", kernel="lamb", positional=5,
-    divider_ops=lambda group: (2, 2),  # the update, in both passes
+    divider_ops=(2, 2),  # the update, in both passes
     summary="Adam scaled per parameter by the trust ratio |param| / |update|",
     reads_first=("param", "grad", "exp_avg", "exp_avg_sq"),  # |param| and |update|
     hyper=(
@@ -876,7 +876,7 @@ register(Algorithm(
 
 register(Algorithm(
     name="adafactor", cls_name="Adafactor", kernel="adafactor", torch="Adafactor",
-    divider_ops=lambda group: (2, 2),  # a vector: the update, in both passes
+    divider_ops=(2, 2),  # a vector: the update, in both passes
     positional=5, torch_accepts_empty=False,  # torch divides by numel ** 0.5
     summary="second moments factored into row and column averages, relative step sizes",
     # a vector: the first pass also updates the variance, so the writing pass reads

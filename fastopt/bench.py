@@ -176,7 +176,7 @@ class Case:
                 self.torch_optimizer.step()
                 self.calls["torch"] = self.torch_optimizer.step
         self.bytes_per_element = bytes_per_element(algorithm, self.hyper, self.dtype)
-        self.divider_ops = tuple(algorithm.divider_ops(self.hyper))
+        self.divider_ops = algorithm.divider_ops
         if any(self.divider_ops):
             n = min(size, FLOOR_ELEMENTS)
             self.floor_x = np.zeros(n, dtype=self.dtype)

@@ -564,7 +564,7 @@ def test_bench_smoke(tmp_path):
         assert row["bytes_per_element"] == 4 * (reads + writes)
         assert reads == writes + 1 + len(algorithm.reads_first)
         assert row["fraction_of_ceiling"] > 0 and row["speedup_vs_numpy"] > 0
-        ops = algorithm.divider_ops(dict(algorithm.defaults))
+        ops = algorithm.divider_ops
         assert row["divider_ops"] == list(ops)
         if any(ops):
             assert row["floor_us"] > 0 and 0 < row["best_fraction_of_ceiling"] <= 1

@@ -561,6 +561,66 @@ def same_objects(list a, list b):
     return True
 
 
+cdef bint _snapshot_holds(dict group, tuple names, list snapshot):
+    """Whether :func:`hyper_snapshot` of `group` would be `snapshot` item by item
+    (identity; lengths compared by value), without building it."""
+    cdef Py_ssize_t pos = 0, n = PyList_GET_SIZE(snapshot), k, m
+    cdef PyObject *found
+    cdef PyObject *item
+    for name in names:
+        found = PyDict_GetItem(group, name)
+        if pos >= n:
+            return False
+        item = PyList_GET_ITEM(snapshot, pos)
+        pos += 1
+        if found == NULL:
+            if item != <PyObject *>_MISSING:
+                return False
+            continue
+        if found != item:
+            return False
+        value = <object>found
+        if type(value) is tuple or type(value) is list:
+            m = len(value)
+            if pos >= n or <object>PyList_GET_ITEM(snapshot, pos) != m or pos + 1 + m > n:
+                return False
+            pos += 1
+            for k in range(m):
+                if <PyObject *>value[k] != PyList_GET_ITEM(snapshot, pos + k):
+                    return False
+            pos += m
+    return pos == n
+
+
+def reuse_packed(groups, cache, tuple names):
+    """Each group's cached packed scalars and state flags, if still valid.
+
+    `cache` holds one ``(group, snapshot, packed, needed)`` per group, `snapshot`
+    being :func:`hyper_snapshot` of the group when `packed` and `needed` were made.
+    Returns ``(list of packed, tuple of needed)`` when every group is the same dict
+    as its entry's and still holds the very same hyperparameter objects; None
+    otherwise.  One compiled call: a small step costs about as much as a few Python
+    statements.
+    """
+    cdef Py_ssize_t g, n
+    if type(groups) is not list or type(cache) is not list:
+        return None
+    n = PyList_GET_SIZE(groups)
+    if PyList_GET_SIZE(cache) != n:
+        return None
+    packed, needed = [], []
+    for g in range(n):
+        entry = <object>PyList_GET_ITEM(cache, g)
+        group = <object>PyList_GET_ITEM(groups, g)
+        if type(entry) is not tuple or len(entry) != 4 or entry[0] is not group \
+                or type(group) is not dict \
+                or not _snapshot_holds(group, names, entry[1]):
+            return None
+        packed.append(entry[2])
+        needed.append(entry[3])
+    return packed, tuple(needed)
+
+
 # -- the cached step plan ------------------------------------------------------------
 
 cdef extern from *:

@@ -284,6 +284,8 @@ class Algorithm:
     reference: Callable | None = None
 
     def __post_init__(self):
+        # read on every step: a plain attribute, not a property
+        self.hyper_names = tuple(h.name for h in self.hyper)
         self.buffer_names, self.kernel_scalars = (_kernels.KERNELS.get(self.kernel)
                                                   or _kernels.FACTORED[self.kernel])
         # scalars a two-pass kernel's first pass computes (per-parameter norms)
@@ -310,10 +312,6 @@ class Algorithm:
     def defaults(self):
         """``{hyperparameter: default}``, in torch's constructor order."""
         return {h.name: h.default for h in self.hyper}
-
-    @property
-    def hyper_names(self):
-        return tuple(h.name for h in self.hyper)
 
     def validate(self, hyper: Mapping):
         """Check every hyperparameter in `hyper`; raise TypeError/ValueError naming it."""

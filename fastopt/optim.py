@@ -204,30 +204,14 @@ class Optimizer:
         if not isinstance(grads, (list, tuple)):
             raise TypeError("grads must be a list or tuple with one array (or None) per "
                             f"parameter, got {type(grads).__name__}")
-        nparams = sum(len(g["params"]) for g in self.param_groups)
-        if len(grads) != nparams:
-            raise ValueError(f"step() expected {nparams} gradients (one per parameter, None "
-                             f"to skip), got {len(grads)}")
-        packed_groups, needed_groups = [], []
-        cache = self._hyper_cache
-        names = algorithm.hyper_names
-        for g, group in enumerate(self.param_groups):
-            # Validating and packing a group costs more than a small step: reuse the
-            # result while the group holds the very same hyperparameter objects.
-            snapshot = _kernels.hyper_snapshot(group, names)
-            if g < len(cache) and cache[g][0] is group \
-                    and _kernels.same_objects(cache[g][1], snapshot):
-                packed, needed = cache[g][2], cache[g][3]
-            else:
-                algorithm.validate(group)
-                packed = algorithm.pack(group)
-                needed = tuple(s.needed(group) for s in algorithm.state)
-                del cache[g:]
-                cache.append((group, snapshot, packed, needed))
-            packed_groups.append(packed)
-            needed_groups.append(needed)
-        del cache[len(self.param_groups):]
-        needed_groups = tuple(needed_groups)
+        # Validating and packing a group costs more than a small step: reuse the result
+        # while every group holds the very same hyperparameter objects.
+        reused = _kernels.reuse_packed(self.param_groups, self._hyper_cache,
+                                       algorithm.hyper_names)
+        if reused is None:
+            self._check_grad_count(grads)
+            reused = self._pack_groups()
+        packed_groups, needed_groups = reused
         threads = _kernels._check_threads(self.num_threads, "num_threads")
         if not _plannable(algorithm):
             self._full_step(grads, packed_groups, needed_groups, threads, grad_scale)
@@ -252,8 +236,37 @@ class Optimizer:
         except (TypeError, ValueError, AttributeError, KeyError):
             self._plan = None  # the full path reports the problem at the next step
 
+    def _check_grad_count(self, grads):
+        nparams = sum(len(g["params"]) for g in self.param_groups)
+        if len(grads) != nparams:
+            raise ValueError(f"step() expected {nparams} gradients (one per parameter, None "
+                             f"to skip), got {len(grads)}")
+
+    def _pack_groups(self):
+        """Validate and pack every group, refilling the cache `_step` reuses."""
+        algorithm = self.algorithm
+        cache = self._hyper_cache
+        names = algorithm.hyper_names
+        packed_groups, needed_groups = [], []
+        for g, group in enumerate(self.param_groups):
+            snapshot = _kernels.hyper_snapshot(group, names)
+            if g < len(cache) and cache[g][0] is group \
+                    and _kernels.same_objects(cache[g][1], snapshot):
+                packed, needed = cache[g][2], cache[g][3]
+            else:
+                algorithm.validate(group)
+                packed = algorithm.pack(group)
+                needed = tuple(s.needed(group) for s in algorithm.state)
+                del cache[g:]
+                cache.append((group, snapshot, packed, needed))
+            packed_groups.append(packed)
+            needed_groups.append(needed)
+        del cache[len(self.param_groups):]
+        return packed_groups, tuple(needed_groups)
+
     def _full_step(self, grads, packed_groups, needed_groups, threads, grad_scale):
         """A step that checks everything from scratch and creates missing state."""
+        self._check_grad_count(grads)
         algorithm = self.algorithm
         tasks, task_index, pending = [], [], []
         index = 0

@@ -128,6 +128,41 @@ def test_list_betas_edited_in_place_take_effect():
     assert p.tobytes() == q.tobytes()
 
 
+def test_packed_scalars_are_reused_only_for_the_same_objects():
+    """`step` skips validating and packing a group only while it holds the very
+    objects it was packed from; every kind of edit must miss the cache."""
+    names = fastopt.Adam.algorithm.hyper_names
+
+    def cached():
+        opt = fastopt.Adam([{"params": [np.ones(3)], "betas": [0.9, 0.999]},
+                            {"params": [np.ones(2)], "lr": 0.5}])
+        opt.step([np.ones(3), np.ones(2)])
+        return opt
+
+    opt = cached()
+    hit = _kernels.reuse_packed(opt.param_groups, opt._hyper_cache, names)
+    assert hit is not None
+    assert hit[0] == [entry[2] for entry in opt._hyper_cache]
+    assert hit[1] == tuple(entry[3] for entry in opt._hyper_cache)
+
+    edits = {
+        # an equal value, but another object: identity is what the cache compares
+        "value replaced": lambda o: o.param_groups[1].__setitem__("lr", float("0.5")),
+        "list edited in place": lambda o: o.param_groups[0]["betas"].__setitem__(1, 0.99),
+        "list grown": lambda o: o.param_groups[0]["betas"].append(0.5),
+        "list shrunk": lambda o: o.param_groups[0]["betas"].pop(),
+        "key deleted": lambda o: o.param_groups[1].pop("eps"),
+        "group replaced by a copy": lambda o: o.param_groups.__setitem__(
+            1, dict(o.param_groups[1])),
+        "group added": lambda o: o.param_groups.append(dict(o.param_groups[1], params=[])),
+        "groups made a tuple": lambda o: setattr(o, "param_groups", tuple(o.param_groups)),
+    }
+    for what, edit in edits.items():
+        opt = cached()
+        edit(opt)
+        assert _kernels.reuse_packed(opt.param_groups, opt._hyper_cache, names) is None, what
+
+
 def test_invalid_edit_between_steps_is_still_rejected():
     p = np.ones(4)
     opt = fastopt.Adam([p], lr=0.1)

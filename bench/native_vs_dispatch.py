@@ -4,13 +4,18 @@ Builds a copy of the committed tree with ``FASTOPT_NATIVE=1`` in a temporary fol
 imports it under another package name next to the in-place build, and times both
 side by side, interleaved, at 65,536 elements (cache-resident, where vector width
 matters), for every algorithm and dtype, together with each instruction set the
-dispatcher can pick.  Run from the repository root, after building in place::
+dispatcher can pick.  Where binutils' objdump is installed it also says, per
+algorithm and dtype, whether the dispatched AVX-512 kernel has the same instructions
+as the native build's (addresses aside): where it does, a ratio off 1 is the
+timing's spread or where the code landed, not what the compiler made.  Run from the
+repository root, after building in place::
 
     python bench/native_vs_dispatch.py [--size 65536] [--rounds 21]
 """
 import argparse
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +47,50 @@ def build_native(workdir):
     return pkg
 
 
+def disassembly(library):
+    """``{function: instructions}`` of a shared library, addresses and relocated
+    operands blanked so that the same code at another address compares equal; None
+    without objdump (binutils)."""
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        return None
+    listing = subprocess.run([objdump, "-d", "--no-show-raw-insn", library], check=True,
+                             capture_output=True, text=True).stdout
+    functions, name = {}, None
+    for line in listing.splitlines():
+        head = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
+        if head:
+            name = head.group(1)
+            functions[name] = []
+        elif name is not None and "\t" in line:
+            text = line.split("\t", 1)[1]
+            text = re.sub(r"\b[0-9a-f]+ <[^>]*>", "ADDR", text)
+            text = re.sub(r"0x[0-9a-f]+\(%rip\)", "RIP", text)
+            functions[name].append(text)
+    return functions
+
+
+def same_code(portable, native, kernel, dtype):
+    """Whether every function of `kernel` for `dtype` in the native build (its passes
+    and helpers: ``adafactor_vector_sums_f32``...) has the same instructions as the
+    portable build's AVX-512 instantiation of it: "same", "differs", or "-" when
+    there is no disassembly to compare."""
+    if portable is None or native is None:
+        return "-"
+    suffix = "_f32" if dtype == "float32" else "_f64"
+    pattern = re.compile(rf"^{re.escape(kernel)}(_[a-z]+)*{suffix}$")
+    names = [n for n in native if pattern.match(n)]
+    if not names:
+        return "-"
+    return "same" if all(portable.get(n + "_avx512") == native[n] for n in names) \
+        else "differs"
+
+
+def library(package_dir):
+    return next(os.path.join(package_dir, f) for f in sorted(os.listdir(package_dir))
+                if f.startswith("_kernels.") and f.endswith((".so", ".pyd")))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=65536)
@@ -50,15 +99,20 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as workdir:
         sys.path.insert(0, build_native(workdir))
         native = importlib.import_module("fastopt_native")
+        # Which kernels compile to the same instructions in both builds: a ratio off
+        # 1 for those is the timing's spread (or where the code landed), not the
+        # compiler's output.
+        code = (disassembly(library(os.path.dirname(_kernels.__file__))),
+                disassembly(library(os.path.dirname(native.__file__))))
         fastopt.set_num_threads(1)
         native.set_num_threads(1)
         isas = _kernels.isa_available()
         print(f"size {args.size:,}, best of {args.rounds} interleaved rounds; "
               f"time of each build over the native build's (lower is faster)")
         print("| algorithm | dtype | native us | " + " | ".join(f"{i} / native" for i in isas)
-              + " |")
-        print("|---|---|---:|" + "---:|" * len(isas))
-        worst = 0.0
+              + f" | {isas[-1]} / native, medians | {isas[-1]} code against native |")
+        print("|---|---|---:|" + "---:|" * len(isas) + "---:|---|")
+        worst = {}
         for dtype in ("float32", "float64"):
             for algorithm in fastopt.ALGORITHMS.values():
                 rng = np.random.default_rng(0)
@@ -73,7 +127,11 @@ def main(argv=None):
                 # path after every switch.
                 theirs = getattr(native, algorithm.cls_name)([p])
                 theirs.step([g])
-                calls = {"native": lambda: theirs.step([g])}
+
+                def call_native(theirs=theirs):
+                    native._kernels.set_isa(None)  # the same calls as the others make
+                    theirs.step([g])
+                calls = {"native": call_native}
                 for isa in isas:
                     _kernels.set_isa(isa)
                     mine = algorithm.cls([p])
@@ -87,10 +145,14 @@ def main(argv=None):
                 _kernels.set_isa(None)
                 base = timed["native"][0]
                 ratios = [timed[i][0] / base for i in isas]
-                worst = max(worst, ratios[-1])
+                median = timed[isas[-1]][1] / timed["native"][1]
+                same = same_code(*code, algorithm.kernel, dtype)
+                worst[same] = max(worst.get(same, 0.0), ratios[-1])
                 print(f"| {algorithm.name} | {dtype} | {base * 1e6:.1f} | "
-                      + " | ".join(f"{r:.2f}" for r in ratios) + " |")
-        print(f"worst ratio of the dispatched default ({isas[-1]}) to native: {worst:.2f}")
+                      + " | ".join(f"{r:.2f}" for r in ratios) + f" | {median:.2f} | {same} |")
+        for same, ratio in sorted(worst.items()):
+            print(f"worst ratio of the dispatched default ({isas[-1]}) to native, "
+                  f"code {same}: {ratio:.2f}")
     return 0
 
 

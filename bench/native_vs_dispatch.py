@@ -107,6 +107,7 @@ def main(argv=None):
         fastopt.set_num_threads(1)
         native.set_num_threads(1)
         isas = _kernels.isa_available()
+        native_set_isa, native_isa = native._kernels.set_isa, native._kernels.get_isa()
         print(f"size {args.size:,}, best of {args.rounds} interleaved rounds; "
               f"time of each build over the native build's (lower is faster)")
         print("| algorithm | dtype | native us | " + " | ".join(f"{i} / native" for i in isas)
@@ -129,7 +130,7 @@ def main(argv=None):
                 theirs.step([g])
 
                 def call_native(theirs=theirs):
-                    native._kernels.set_isa(None)  # the same calls as the others make
+                    native_set_isa(native_isa)  # the same calls as the others make
                     theirs.step([g])
                 calls = {"native": call_native}
                 for isa in isas:

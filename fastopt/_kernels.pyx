@@ -315,11 +315,20 @@ def _isa_variants():
                   if i == 0 or fo_stream_kernel.isa[i][0] != NULL])
 
 
-def isa_available():
-    """The instruction sets both this build and this CPU support, narrowest first."""
+def _find_isa_available():
     variants = _isa_variants()
     return tuple(name for i, name in enumerate(ISA_NAMES)
                  if name in variants and i <= fo_isa_best())
+
+
+# neither the build nor the CPU changes while the process runs, and set_isa reads
+# it on every call (benchmarks switch instruction sets between timed steps)
+cdef tuple _AVAILABLE = _find_isa_available()
+
+
+def isa_available():
+    """The instruction sets both this build and this CPU support, narrowest first."""
+    return _AVAILABLE
 
 
 def get_isa():
@@ -342,9 +351,9 @@ def set_isa(name=None):
     if name is None:
         fo_isa_set(-1)
         return get_isa()
-    if name not in isa_available():
+    if name not in _AVAILABLE:
         raise ValueError(f"instruction set {name!r} is not available here; available: "
-                         f"{', '.join(isa_available())}")
+                         f"{', '.join(_AVAILABLE)}")
     fo_isa_set(ISA_NAMES.index(name))
     return name
 

@@ -243,6 +243,46 @@ def test_lamb_divides_plainly_where_a_moment_is_out_of_range(dtype):
         _kernels.set_isa(before)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_nadam_divides_plainly_where_the_second_moment_is_out_of_range(dtype):
+    """NAdam's FMA division of the new second moment by its bias correction
+    (float64, AVX-512 and AVX2) is exact only in fo_cdiv_dividend_ok's range; a block
+    holding a moment outside it is computed again with the division.  Gradients
+    whose squares are subnormal give subnormal moments and quotients, which the FMA
+    form gets wrong by an ulp for some; with eps 0 and the parameter 0 there, the
+    quotient's square root divides the update, so its bits reach the parameter."""
+    from fastopt import _kernels
+    info = np.finfo(dtype)
+    n = 3000
+    rng = np.random.default_rng(5)
+    grad = rng.uniform(-1, 1, n).astype(dtype)
+    param = rng.uniform(-1, 1, n).astype(dtype)
+    picks = np.arange(5, n, 7)                # in every block, not every element
+    # |grad| from the square root of the smallest normal down: squares (and moments,
+    # a quarter of them) through most of the subnormals
+    grad[picks] = (np.sqrt(float(info.tiny))
+                   * np.exp2(-rng.uniform(0, info.nmant / 2 - 1, picks.size))
+                   * rng.choice([-1, 1], picks.size)).astype(dtype)
+    param[picks] = 0
+    kwargs = dict(step=2, lr=1e-3, betas=(0.9, 0.75), eps=0.0, weight_decay=0.0,
+                  momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
+                  mu_product=0.9 * 0.95)
+    ref = [param.copy(), np.zeros(n, dtype), np.zeros(n, dtype)]
+    fastopt.reference.nadam(ref[0], grad, ref[1], ref[2], **kwargs)
+    assert np.all(ref[2][picks] < info.tiny) and np.all(ref[2][picks] > 0)
+    assert np.all(ref[0][picks] != 0)       # the quotients reach the parameter
+    before = _kernels.get_isa()
+    try:
+        for isa in _kernels.isa_available():
+            _kernels.set_isa(isa)
+            mine = [param.copy(), np.zeros(n, dtype), np.zeros(n, dtype)]
+            fastopt.functional.nadam(mine[0], grad, mine[1], mine[2], **kwargs)
+            for a, b, what in zip(mine, ref, ("param", "exp_avg", "exp_avg_sq")):
+                assert_same_bits(a, b, f"{what}, {isa}")
+    finally:
+        _kernels.set_isa(before)
+
+
 @pytest.mark.parametrize("beta2,step", [(1.0, 1.0), (2.0, 1.0), (-1e50, 1.0), (-1e300, 3.0),
                                         (1 - 2.0**-53, 1.0)])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])

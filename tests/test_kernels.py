@@ -212,15 +212,16 @@ def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_s
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_lamb_divides_plainly_where_a_moment_is_out_of_range(dtype):
-    """LAMB's FMA division by a bias correction (float64, AVX-512 and AVX2) is exact
-    only for new moments in fo_cdiv_dividend_ok's range; a block holding one outside
-    it is computed again with the division.  A subnormal new moment (beta1 = 0.5, so exp_avg' = grad / 2) over
-    the correction 0.75 (step 2) is a quotient the FMA form gets wrong by an ulp; with
-    the parameter 0 there, the step writes that quotient's bits into it."""
+@pytest.mark.parametrize("n", [3000, 140_000])
+def test_lamb_divides_plainly_where_a_moment_is_out_of_range(dtype, n):
+    """LAMB's FMA division by a bias correction (float64 on AVX-512 and AVX2, float32
+    on AVX-512 from 131,072 elements) is exact only for new moments in
+    fo_cdiv_dividend_ok's range; a block holding one outside it is computed again
+    with the division.  A subnormal new moment (beta1 = 0.5, so exp_avg' = grad / 2)
+    over the correction 0.75 (step 2) is a quotient the FMA form gets wrong by an
+    ulp; with the parameter 0 there, the step writes that quotient's bits into it."""
     from fastopt import _kernels
     tiny = np.finfo(dtype).tiny            # exp_avg' = tiny / 2: subnormal
-    n = 3000
     grad = np.full(n, 1e-2, dtype=dtype)
     param = np.ones(n, dtype=dtype)
     picks = np.arange(5, n, 397)           # in many blocks and tiles, not all

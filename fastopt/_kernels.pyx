@@ -693,15 +693,18 @@ cdef Py_ssize_t _coalesce(fo_task *tasks, const int *itemsizes, Py_ssize_t ntask
     """Merge each task into the previous one when all its buffers continue the
     previous task's buffers in memory and its scalars are the same (parameters of an
     arena), so that a model in one arena is one streaming pass; drop empty tasks.
-    Element-wise kernels give the same bits either way.  Returns the new count."""
+    Element-wise kernels give the same bits either way; two-pass kernels are never
+    merged.  Returns the new count."""
     cdef Py_ssize_t k, out = 0
     cdef int s, itemsize
     cdef bint joins
     for k in range(ntasks):
         if tasks[k].n == 0:
             continue
-        joins = out > 0 and tasks[out - 1].fn == tasks[k].fn and memcmp(
-            tasks[out - 1].hyper, tasks[k].hyper, nhyper * sizeof(double)) == 0
+        # a task with a first pass sums over its own parameter only (per-parameter
+        # norms): never merged
+        joins = out > 0 and tasks[k].reduce == NULL and tasks[out - 1].fn == tasks[k].fn \
+            and memcmp(tasks[out - 1].hyper, tasks[k].hyper, nhyper * sizeof(double)) == 0
         if joins:
             itemsize = itemsizes[k]   # same kernel function, so same dtype as out - 1
             for s in range(nbuf):
@@ -860,6 +863,10 @@ cdef class Plan:
                 self.table[i].fn = fo_select(entry, self.typenum[i] == cnp.NPY_FLOAT64)
                 self.table[i].n = cnp.PyArray_SIZE(param)
                 self.table[i].buf[0] = <char *>cnp.PyArray_DATA(param)
+                if entry.nsums > 0:   # a first pass (LAMB's, LARS's norms)
+                    self.table[i].reduce = fo_select_reduce(
+                        entry, self.typenum[i] == cnp.NPY_FLOAT64)
+                    self.table[i].nsums = entry.nsums
                 entry_state = state.get(i)
                 buffers = None
                 if entry_state is not None:
@@ -1017,6 +1024,11 @@ cdef class Plan:
             if self.first_slot >= 0:
                 self.hyper[nactive * FO_MAX_HYPER + self.first_slot] = 0.0
             self.active[nactive].hyper = &self.hyper[nactive * FO_MAX_HYPER]
+            if self.active[nactive].nsums > 0:
+                # the first pass writes its sums into the last scalars, where the
+                # second pass reads them (as `run` lays them out)
+                self.active[nactive].sums = &self.hyper[nactive * FO_MAX_HYPER + self.nhyper
+                                                        - self.active[nactive].nsums]
             self.active_flag[i] = True
             self.active_index[nactive] = i
             self.active_itemsize[nactive] = 4 if typenum == cnp.NPY_FLOAT32 else 8

@@ -479,13 +479,12 @@ class Optimizer:
 def _plannable(algorithm):
     """Whether a cached :class:`fastopt._kernels.Plan` can run `algorithm`'s steps.
 
-    Plans hold element-wise tasks whose scalars change only through the step count;
-    per-parameter scalar state advanced in Python (NAdam, ASGD), two-pass kernels
-    (LAMB, LARS: per-parameter norms) and factored kernels (Adafactor) take the full
-    path every step.
+    Plans hold tasks whose scalars change only through the step count (two-pass
+    kernels included: LAMB's and LARS's first pass fills in its norms per parameter);
+    per-parameter scalar state advanced in Python (NAdam, ASGD) and factored kernels
+    (Adafactor) take the full path every step.
     """
-    return not (algorithm.scalar_state or algorithm.reduced
-                or algorithm.kernel in _kernels.FACTORED)
+    return not (algorithm.scalar_state or algorithm.kernel in _kernels.FACTORED)
 
 
 def _as_step(value, label):

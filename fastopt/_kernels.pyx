@@ -767,6 +767,12 @@ cdef class Plan:
     cdef PyObject **key_ptr
     cdef bint *has_bufs
     cdef PyObject *name_ptr[FO_MAX_BUFS]
+    # per-parameter scalar state advanced in Python (NAdam's mu_product, ASGD's eta
+    # and mu): the registry's advance_scalars, the state's names, and the kernel
+    # slots (slot, name) of the scalars it gives
+    cdef object advance
+    cdef tuple scalar_names
+    cdef tuple advanced_slots
 
     def __cinit__(self):
         self.group_of = NULL
@@ -797,8 +803,13 @@ cdef class Plan:
         free(self.has_bufs)
 
     def __init__(self, str kernel, list groups, dict state, tuple state_names, tuple needed,
-                 bint tracks_step):
+                 bint tracks_step, advance=None, tuple scalar_names=(),
+                 tuple advanced_slots=()):
         """Prepare `groups` (an optimizer's ``param_groups``) and `state`.
+
+        `advance`, for an algorithm with per-parameter scalar state, is its
+        ``advance_scalars(group, step, state)``: `scalar_names` name that state and
+        `advanced_slots` holds ``(kernel scalar slot, name)`` for the scalars it gives.
 
         Raises
         ------
@@ -817,6 +828,11 @@ cdef class Plan:
         self.step_slot = layout[2].index("step") if "step" in layout[2] else -1
         self.first_slot = layout[2].index("first_step") if "first_step" in layout[2] else -1
         self.tracks_step = tracks_step
+        self.advance = advance
+        self.scalar_names = tuple(sys_intern(n) for n in scalar_names)
+        self.advanced_slots = advanced_slots
+        if advance is not None and not tracks_step:
+            raise ValueError("scalar state is advanced per step: tracks_step must be true")
         self.names = tuple(sys_intern(n) for n in state_names)
         self.step_key = sys_intern("step")
         self.needed = needed
@@ -952,6 +968,17 @@ cdef class Plan:
         cdef list grad_list
         cdef int64_t step_value = -1
         cdef long long count
+        cdef double advanced[FO_MAX_HYPER]
+        cdef Py_ssize_t slots[FO_MAX_HYPER]
+        cdef Py_ssize_t nslots = len(self.advanced_slots)
+        cdef object last_key = None, last_new = None, key
+        cdef list new_scalars = None
+        if self.advance is not None:
+            new_scalars = []
+            if nslots > FO_MAX_HYPER:
+                return False
+            for k in range(nslots):
+                slots[k] = self.advanced_slots[k][0]
         cdef uintptr_t gs, ge
         cdef int typenum
         if fo_isa_get() != self.isa or groups is not self.groups \
@@ -1023,6 +1050,26 @@ cdef class Plan:
                 self.hyper[nactive * FO_MAX_HYPER + self.step_slot] = <double>self.steps[nactive]
             if self.first_slot >= 0:
                 self.hyper[nactive * FO_MAX_HYPER + self.first_slot] = 0.0
+            if self.advance is not None:
+                # the scalar state's next values and this step's scalars: computed
+                # once for every run of parameters at the same step with the same
+                # values (all of them, in a model trained from the start)
+                scalar_values = []
+                for name in self.scalar_names:
+                    found = fo_dict_get(entry, <PyObject *>name)
+                    if found == NULL or type(<object>found) is not float:
+                        return False  # the full path handles any other value
+                    scalar_values.append(<object>found)
+                key = (self.group_of[i], self.steps[nactive], tuple(scalar_values))
+                if key != last_key:
+                    scalars, last_new = self.advance(groups[self.group_of[i]],
+                                                     self.steps[nactive], <object>entry)
+                    for k in range(nslots):
+                        advanced[k] = float(scalars[self.advanced_slots[k][1]])
+                    last_key = key
+                for k in range(nslots):
+                    self.hyper[nactive * FO_MAX_HYPER + slots[k]] = advanced[k]
+                new_scalars.append(last_new)
             self.active[nactive].hyper = &self.hyper[nactive * FO_MAX_HYPER]
             if self.active[nactive].nsums > 0:
                 # the first pass writes its sums into the last scalars, where the
@@ -1073,6 +1120,12 @@ cdef class Plan:
                     step_object = step_value
                 PyDict_SetItem(<object>self.dict_ptr[self.active_index[k]], self.step_key,
                                step_object)
+        if new_scalars is not None:
+            for k in range(nactive):
+                last_new = new_scalars[k]
+                for name in self.scalar_names:
+                    PyDict_SetItem(<object>self.dict_ptr[self.active_index[k]], name,
+                                   last_new[name])
         return True
 
 

@@ -230,9 +230,12 @@ class Optimizer:
                 return
         self._full_step(grads, packed_groups, needed_groups, threads, grad_scale)
         try:
-            self._plan = _kernels.Plan(algorithm.kernel, self.param_groups, self.state,
-                                       tuple(s.name for s in algorithm.state),
-                                       needed_groups, algorithm.tracks_step)
+            self._plan = _kernels.Plan(
+                algorithm.kernel, self.param_groups, self.state,
+                tuple(s.name for s in algorithm.state), needed_groups, algorithm.tracks_step,
+                algorithm.advance_scalars if algorithm.scalar_state else None,
+                tuple(s.name for s in algorithm.scalar_state),
+                tuple((algorithm.kernel_scalars.index(n), n) for n in algorithm.advanced))
         except (TypeError, ValueError, AttributeError, KeyError):
             self._plan = None  # the full path reports the problem at the next step
 
@@ -479,12 +482,12 @@ class Optimizer:
 def _plannable(algorithm):
     """Whether a cached :class:`fastopt._kernels.Plan` can run `algorithm`'s steps.
 
-    Plans hold tasks whose scalars change only through the step count (two-pass
-    kernels included: LAMB's and LARS's first pass fills in its norms per parameter);
-    per-parameter scalar state advanced in Python (NAdam, ASGD) and factored kernels
-    (Adafactor) take the full path every step.
+    Plans hold tasks whose scalars change through the step count and the
+    per-parameter scalar state (NAdam's, ASGD's: advanced once per distinct step and
+    values), two-pass kernels included (LAMB's and LARS's first pass fills in its
+    norms per parameter); factored kernels (Adafactor) take the full path every step.
     """
-    return not (algorithm.scalar_state or algorithm.kernel in _kernels.FACTORED)
+    return algorithm.kernel not in _kernels.FACTORED
 
 
 def _as_step(value, label):

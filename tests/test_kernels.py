@@ -211,6 +211,23 @@ def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_s
         _kernels.set_isa(before)
 
 
+def assert_every_isa_gives(function, param, grad, kwargs, expected):
+    """`function(param, grad, exp_avg, exp_avg_sq, **kwargs)` from zero moments, on a
+    copy of `param`, gives the bits of `expected` (param, exp_avg, exp_avg_sq) on every
+    instruction set."""
+    from fastopt import _kernels
+    before = _kernels.get_isa()
+    try:
+        for isa in _kernels.isa_available():
+            _kernels.set_isa(isa)
+            mine = [param.copy(), np.zeros_like(param), np.zeros_like(param)]
+            function(mine[0], grad, mine[1], mine[2], **kwargs)
+            for a, b, what in zip(mine, expected, ("param", "exp_avg", "exp_avg_sq")):
+                assert_same_bits(a, b, f"{what}, {isa}")
+    finally:
+        _kernels.set_isa(before)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("n", [3000, 140_000])
 def test_lamb_divides_plainly_where_a_moment_is_out_of_range(dtype, n):
@@ -220,7 +237,6 @@ def test_lamb_divides_plainly_where_a_moment_is_out_of_range(dtype, n):
     with the division.  A subnormal new moment (beta1 = 0.5, so exp_avg' = grad / 2)
     over the correction 0.75 (step 2) is a quotient the FMA form gets wrong by an
     ulp; with the parameter 0 there, the step writes that quotient's bits into it."""
-    from fastopt import _kernels
     tiny = np.finfo(dtype).tiny            # exp_avg' = tiny / 2: subnormal
     grad = np.full(n, 1e-2, dtype=dtype)
     param = np.ones(n, dtype=dtype)
@@ -232,16 +248,7 @@ def test_lamb_divides_plainly_where_a_moment_is_out_of_range(dtype, n):
     ref = [param.copy(), np.zeros(n, dtype), np.zeros(n, dtype)]
     fastopt.reference.lamb(ref[0], grad, ref[1], ref[2], **kwargs)
     assert np.all(ref[0][picks] != 0)      # the quotient reaches the parameter
-    before = _kernels.get_isa()
-    try:
-        for isa in _kernels.isa_available():
-            _kernels.set_isa(isa)
-            mine = [param.copy(), np.zeros(n, dtype), np.zeros(n, dtype)]
-            fastopt.functional.lamb(mine[0], grad, mine[1], mine[2], **kwargs)
-            for a, b, what in zip(mine, ref, ("param", "exp_avg", "exp_avg_sq")):
-                assert_same_bits(a, b, f"{what}, {isa}")
-    finally:
-        _kernels.set_isa(before)
+    assert_every_isa_gives(fastopt.functional.lamb, param, grad, kwargs, ref)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
@@ -252,7 +259,6 @@ def test_nadam_divides_plainly_where_the_second_moment_is_out_of_range(dtype):
     whose squares are subnormal give subnormal moments and quotients, which the FMA
     form gets wrong by an ulp for some; with eps 0 and the parameter 0 there, the
     quotient's square root divides the update, so its bits reach the parameter."""
-    from fastopt import _kernels
     info = np.finfo(dtype)
     n = 3000
     rng = np.random.default_rng(5)
@@ -272,16 +278,7 @@ def test_nadam_divides_plainly_where_the_second_moment_is_out_of_range(dtype):
     fastopt.reference.nadam(ref[0], grad, ref[1], ref[2], **kwargs)
     assert np.all(ref[2][picks] < info.tiny) and np.all(ref[2][picks] > 0)
     assert np.all(ref[0][picks] != 0)       # the quotients reach the parameter
-    before = _kernels.get_isa()
-    try:
-        for isa in _kernels.isa_available():
-            _kernels.set_isa(isa)
-            mine = [param.copy(), np.zeros(n, dtype), np.zeros(n, dtype)]
-            fastopt.functional.nadam(mine[0], grad, mine[1], mine[2], **kwargs)
-            for a, b, what in zip(mine, ref, ("param", "exp_avg", "exp_avg_sq")):
-                assert_same_bits(a, b, f"{what}, {isa}")
-    finally:
-        _kernels.set_isa(before)
+    assert_every_isa_gives(fastopt.functional.nadam, param, grad, kwargs, ref)
 
 
 @pytest.mark.parametrize("beta2,step", [(1.0, 1.0), (2.0, 1.0), (-1e50, 1.0), (-1e300, 3.0),

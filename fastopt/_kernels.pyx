@@ -540,8 +540,8 @@ cdef object _MISSING = object()
 def hyper_snapshot(dict group, tuple names):
     """The objects `group` holds under `names`, and the items of any list or tuple.
 
-    Two snapshots with :func:`same_objects` true mean the group still holds the very
-    same hyperparameter objects (an edit, even to a list in place, replaces one), so
+    A group for which :func:`snapshot_holds` is true of an earlier snapshot still
+    holds the very same hyperparameter objects (an edit, even to a list in place, replaces one), so
     its validation and packed scalars can be reused.
     """
     cdef list out = []
@@ -559,18 +559,7 @@ def hyper_snapshot(dict group, tuple names):
     return out
 
 
-def same_objects(list a, list b):
-    """Whether `a` and `b` hold the same objects (identity), item by item."""
-    cdef Py_ssize_t i, n = PyList_GET_SIZE(a)
-    if n != PyList_GET_SIZE(b):
-        return False
-    for i in range(n):
-        if PyList_GET_ITEM(a, i) != PyList_GET_ITEM(b, i):
-            return False
-    return True
-
-
-cdef bint _snapshot_holds(dict group, tuple names, list snapshot):
+cpdef bint snapshot_holds(dict group, tuple names, list snapshot):
     """Whether :func:`hyper_snapshot` of `group` would be `snapshot` item by item
     (identity; lengths compared by value), without building it."""
     cdef Py_ssize_t pos = 0, n = PyList_GET_SIZE(snapshot), k, m
@@ -623,7 +612,7 @@ def reuse_packed(groups, cache, tuple names):
         group = <object>PyList_GET_ITEM(groups, g)
         if type(entry) is not tuple or len(entry) != 4 or entry[0] is not group \
                 or type(group) is not dict \
-                or not _snapshot_holds(group, names, entry[1]):
+                or not snapshot_holds(group, names, entry[1]):
             return None
         packed.append(entry[2])
         needed.append(entry[3])
@@ -772,7 +761,9 @@ cdef class Plan:
     # slots (slot, name) of the scalars it gives
     cdef object advance
     cdef tuple scalar_names
-    cdef tuple advanced_slots
+    cdef tuple advanced_names
+    cdef Py_ssize_t nadvanced
+    cdef Py_ssize_t advanced_slot[FO_MAX_HYPER]
 
     def __cinit__(self):
         self.group_of = NULL
@@ -830,9 +821,14 @@ cdef class Plan:
         self.tracks_step = tracks_step
         self.advance = advance
         self.scalar_names = tuple(sys_intern(n) for n in scalar_names)
-        self.advanced_slots = advanced_slots
         if advance is not None and not tracks_step:
             raise ValueError("scalar state is advanced per step: tracks_step must be true")
+        if len(advanced_slots) > FO_MAX_HYPER:
+            raise ValueError(f"at most {FO_MAX_HYPER} advanced scalars")
+        self.nadvanced = len(advanced_slots)
+        self.advanced_names = tuple(name for _, name in advanced_slots)
+        for i, (slot, _) in enumerate(advanced_slots):
+            self.advanced_slot[i] = slot
         self.names = tuple(sys_intern(n) for n in state_names)
         self.step_key = sys_intern("step")
         self.needed = needed
@@ -969,16 +965,8 @@ cdef class Plan:
         cdef int64_t step_value = -1
         cdef long long count
         cdef double advanced[FO_MAX_HYPER]
-        cdef Py_ssize_t slots[FO_MAX_HYPER]
-        cdef Py_ssize_t nslots = len(self.advanced_slots)
         cdef object last_key = None, last_new = None, key
-        cdef list new_scalars = None
-        if self.advance is not None:
-            new_scalars = []
-            if nslots > FO_MAX_HYPER:
-                return False
-            for k in range(nslots):
-                slots[k] = self.advanced_slots[k][0]
+        cdef list new_scalars = [] if self.advance is not None else None
         cdef uintptr_t gs, ge
         cdef int typenum
         if fo_isa_get() != self.isa or groups is not self.groups \
@@ -1064,11 +1052,11 @@ cdef class Plan:
                 if key != last_key:
                     scalars, last_new = self.advance(groups[self.group_of[i]],
                                                      self.steps[nactive], <object>entry)
-                    for k in range(nslots):
-                        advanced[k] = float(scalars[self.advanced_slots[k][1]])
+                    for k in range(self.nadvanced):
+                        advanced[k] = float(scalars[self.advanced_names[k]])
                     last_key = key
-                for k in range(nslots):
-                    self.hyper[nactive * FO_MAX_HYPER + slots[k]] = advanced[k]
+                for k in range(self.nadvanced):
+                    self.hyper[nactive * FO_MAX_HYPER + self.advanced_slot[k]] = advanced[k]
                 new_scalars.append(last_new)
             self.active[nactive].hyper = &self.hyper[nactive * FO_MAX_HYPER]
             if self.active[nactive].nsums > 0:

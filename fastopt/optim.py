@@ -252,11 +252,11 @@ class Optimizer:
         names = algorithm.hyper_names
         packed_groups, needed_groups = [], []
         for g, group in enumerate(self.param_groups):
-            snapshot = _kernels.hyper_snapshot(group, names)
             if g < len(cache) and cache[g][0] is group \
-                    and _kernels.same_objects(cache[g][1], snapshot):
+                    and _kernels.snapshot_holds(group, names, cache[g][1]):
                 packed, needed = cache[g][2], cache[g][3]
             else:
+                snapshot = _kernels.hyper_snapshot(group, names)
                 algorithm.validate(group)
                 packed = algorithm.pack(group)
                 needed = tuple(s.needed(group) for s in algorithm.state)

@@ -45,7 +45,8 @@
 /* Streaming kernels with an algorithm's memory shape: the parameter and `nstate`
  * state buffers are read and written, the gradient is read, with one addition per
  * buffer and element (the least arithmetic that still makes each write depend on
- * the reads).  buf[0] = param, buf[1] = grad, buf[2..] = state; hyper[0] = nstate. */
+ * the reads).  buf[0] = param, buf[1] = grad, buf[2..] = state; hyper[0] = nstate,
+ * or -1 for no writing pass (the first pass alone, timed by the benchmark). */
 #define FO_DIVSQRT_CASE(S, D)                                                          \
     case S * 7 + D: FN(fo_divsqrt_body)(x, y, begin, end, D, S); break;
 #define FO_DIVSQRT_CASES(S)                                                            \
@@ -76,6 +77,7 @@
         const T *g = (const T *)buf[1];                                                \
         T *s[6];                                                                       \
         for (int k = 0; k < 6; k++) s[k] = (T *)buf[2 + k];                           \
+        if ((int)h[0] < 0) return;                                                     \
         switch ((int)h[0]) {                                                           \
         case 0: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 0); break; \
         case 1: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 1); break; \

@@ -459,14 +459,15 @@ def get_flush_denormal():
 
 
 def _stream(cnp.ndarray param, cnp.ndarray grad, list state, int num_threads=0,
-            tuple reads_first=()):
+            tuple reads_first=(), bint update=True):
     """The benchmark's ceiling: one pass with an optimizer's memory shape.
 
     Reads `param`, `grad` and every array of `state`, and writes `param` and `state`
     (``x += grad``), through the same runner, threads and instruction set as the
     kernels.  `state` holds at most 6 arrays.  `reads_first` names buffers by index
     (0: `param`, 1: `grad`, 2 on: `state`) that a first pass reads once more before
-    that, as a two-pass kernel's first pass does.
+    that, as a two-pass kernel's first pass does.  With `update` false only that
+    first pass runs (nothing is written), so that the benchmark can time it alone.
     """
     cdef fo_task task
     cdef Py_ssize_t k, nstate = len(state), nreads = len(reads_first)
@@ -478,6 +479,8 @@ def _stream(cnp.ndarray param, cnp.ndarray grad, list state, int num_threads=0,
     for k in range(nreads):
         if not 0 <= reads_first[k] < 2 + nstate:
             raise ValueError(f"reads_first: no buffer {reads_first[k]}")
+    if not update and nreads == 0:
+        raise ValueError("update=False needs buffers to read first (reads_first)")
     arrays = [param, grad] + state
     for a in arrays:
         if (not isinstance(a, np.ndarray) or a.dtype != param.dtype
@@ -490,7 +493,7 @@ def _stream(cnp.ndarray param, cnp.ndarray grad, list state, int num_threads=0,
     for k in range(2 + nstate):
         task.buf[k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>arrays[k])
     task.n = cnp.PyArray_SIZE(param)
-    hyper[0] = nstate
+    hyper[0] = nstate if update else -1
     hyper[1] = nreads
     for k in range(nreads):
         hyper[2 + k] = reads_first[k]

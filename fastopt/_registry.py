@@ -256,7 +256,9 @@ class Algorithm:
     exactly with FMA operations for nearly every value; see fo_div_sqrt_const), and an
     update the memory shape has no buffer for is counted as often as it must be
     computed (LAMB's and Adafactor's, twice).  The benchmark's divider floor times
-    them alone.
+    them alone.  `divider_ops_first` is the part of them the first pass of a
+    `reads_first` algorithm does: it must finish before the writing pass can start,
+    so the two passes are bounded apart.
     """
 
     name: str
@@ -277,6 +279,7 @@ class Algorithm:
     keeps_step: bool = False
     reads_first: tuple = ()
     divider_ops: tuple = (0, 0)
+    divider_ops_first: tuple = (0, 0)
     lr_zero_is_no_op: Callable[[Mapping], bool] = lambda group: True
     zero_grad_is_no_op: Callable[[Mapping], bool] = lambda group: True
     cls: type | None = None
@@ -301,6 +304,12 @@ class Algorithm:
         if state_names != self.buffer_names[2:]:
             raise ValueError(f"{self.name}: state {state_names} does not match the kernel's "
                              f"buffers {self.buffer_names[2:]}")
+        if any(self.divider_ops_first) and not (
+                self.reads_first and all(f <= n for f, n in
+                                         zip(self.divider_ops_first, self.divider_ops))):
+            raise ValueError(f"{self.name}: divider_ops_first {self.divider_ops_first} must "
+                             f"be part of divider_ops {self.divider_ops}, for an algorithm "
+                             "with reads_first")
         self._step_slot = (self.kernel_scalars.index("step")
                            if "step" in self.kernel_scalars else None)
         self._first_slot = (self.kernel_scalars.index("first_step")
@@ -834,6 +843,7 @@ register(Algorithm(
 register(Algorithm(
     name="lamb", cls_name="LAMB", kernel="lamb", positional=5,
     divider_ops=(2, 2),  # the update, in both passes
+    divider_ops_first=(1, 1),
     summary="Adam scaled per parameter by the trust ratio |param| / |update|",
     reads_first=("param", "grad", "exp_avg", "exp_avg_sq"),  # |param| and |update|
     hyper=(
@@ -875,6 +885,7 @@ register(Algorithm(
 register(Algorithm(
     name="adafactor", cls_name="Adafactor", kernel="adafactor", torch="Adafactor",
     divider_ops=(2, 2),  # a vector: the update, in both passes
+    divider_ops_first=(1, 1),
     positional=5, torch_accepts_empty=False,  # torch divides by numel ** 0.5
     summary="second moments factored into row and column averages, relative step sizes",
     # a vector: the first pass also updates the variance, so the writing pass reads

@@ -25,6 +25,12 @@ elements, scaled to the case's size), on the same instruction set.  No kernel th
 does those operations can beat it, so ``ceiling / max(ceiling, floor)`` is the best
 fraction of the ceiling such a kernel can reach, and ``torch / floor`` the best
 speedup over torch ("best_fraction_of_ceiling", "best_speedup_vs_torch" in the JSON).
+An algorithm with a first pass is bounded pass by pass, because its writing pass
+cannot start before the first pass's sums are complete: the ceiling's first pass
+and the first pass's share of the floor (``Algorithm.divider_ops_first``) are timed
+alone too ("ceiling_first_us", "floor_first_us"), and the best time is
+``max(ceiling_first, floor_first) + max(ceiling - ceiling_first, floor -
+floor_first)``.
 
 Byte model: one step moves ``itemsize * (reads + writes)`` bytes per element, where
 reads = 2 + S (parameter, gradient, state) + F and writes = 1 + S, S being the number
@@ -182,6 +188,11 @@ class Case:
             self.floor_x = np.zeros(n, dtype=self.dtype)
             self.floor_y = (1 + rng.random(n)).astype(self.dtype)
             self.calls["floor"] = self._floor
+        self.divider_ops_first = algorithm.divider_ops_first
+        if self.reads_first:
+            self.calls["ceiling_first"] = self._ceiling_first
+            if any(self.divider_ops_first):
+                self.calls["floor_first"] = self._floor_first
 
     def _fastopt(self):
         self.optimizer.step([self.grad])
@@ -196,6 +207,13 @@ class Case:
     def _ceiling(self):
         _kernels._stream(self.param, self.grad, self.ceiling_state, self.threads or 0,
                          self.reads_first)
+
+    def _floor_first(self):
+        _kernels._divsqrt(self.floor_x, self.floor_y, *self.divider_ops_first)
+
+    def _ceiling_first(self):
+        _kernels._stream(self.param, self.grad, self.ceiling_state, self.threads or 0,
+                         self.reads_first, update=False)
 
 
 # -- timing ------------------------------------------------------------------------
@@ -247,6 +265,8 @@ def run_case(case, rounds, min_batch=MIN_BATCH_SECONDS):
     """Time every implementation of `case`; a result dict (see module docstring)."""
     timed = time_interleaved(case.calls, rounds, min_batch)
     floor = timed.pop("floor", None)
+    floor_first = timed.pop("floor_first", None)
+    ceiling_first = timed.pop("ceiling_first", None)
     nbytes = case.bytes_per_element * case.size
     impls = {}
     for name, (best, median) in timed.items():
@@ -264,13 +284,26 @@ def run_case(case, rounds, min_batch=MIN_BATCH_SECONDS):
         "speedup_vs_torch": impls["torch"]["us"] / fast if "torch" in impls else None,
         "divider_ops": list(case.divider_ops),
         "floor_us": None, "best_fraction_of_ceiling": None, "best_speedup_vs_torch": None,
+        "ceiling_first_us": ceiling_first[0] * 1e6 if ceiling_first else None,
+        "floor_first_us": None,
     }
     if floor is not None:
         # the divider floor, timed in cache on FLOOR_ELEMENTS elements, for this size
-        floor_us = floor[0] * 1e6 * case.size / case.floor_x.size
+        scale = 1e6 * case.size / case.floor_x.size
+        floor_us = floor[0] * scale
         ceiling = impls["ceiling"]["us"]
         result["floor_us"] = floor_us
-        result["best_fraction_of_ceiling"] = ceiling / max(ceiling, floor_us)
+        if ceiling_first is None:
+            best = max(ceiling, floor_us)
+        else:
+            # pass by pass: the writing pass waits for the first pass's sums
+            first = ceiling_first[0] * 1e6
+            floor_first_us = floor_first[0] * scale if floor_first else None
+            result["floor_first_us"] = floor_first_us
+            floor_first_us = floor_first_us or 0.0
+            best = (max(first, floor_first_us)
+                    + max(ceiling - first, floor_us - floor_first_us, 0.0))
+        result["best_fraction_of_ceiling"] = ceiling / max(ceiling, best)
         if "torch" in impls:
             result["best_speedup_vs_torch"] = impls["torch"]["us"] / floor_us
     return result

@@ -632,6 +632,48 @@ def test_bench_smoke(tmp_path):
             assert row["floor_us"] > 0 and 0 < row["best_fraction_of_ceiling"] <= 1
         else:
             assert row["floor_us"] is None and row["best_fraction_of_ceiling"] is None
+        if algorithm.reads_first:
+            assert 0 < row["ceiling_first_us"]
+        else:
+            assert row["ceiling_first_us"] is None
+        if any(algorithm.divider_ops_first):
+            floor = row["floor_us"]
+            assert row["floor_first_us"] > 0
+            # bounded pass by pass: never above the bound of the passes taken together
+            ceiling = row["impls"]["ceiling"]["us"]
+            assert row["best_fraction_of_ceiling"] <= ceiling / max(ceiling, floor) + 1e-12
+        else:
+            assert row["floor_first_us"] is None
+
+
+def test_two_pass_bound_adds_the_passes_bounds(monkeypatch):
+    # The writing pass cannot start before the first pass's sums are complete, so each
+    # pass takes at least the longer of its memory time and its divider time.
+    from fastopt import bench
+    lamb = fastopt.ALGORITHMS["lamb"]
+    case = bench.Case(lamb, np.float32, 64, 1, use_torch=False)
+    assert {"ceiling_first", "floor_first", "floor"} <= set(case.calls)
+    times = {"fastopt": 10.0, "numpy": 50.0, "ceiling": 6.0, "ceiling_first": 1.0,
+             "floor": 8.0 * case.floor_x.size / case.size,
+             "floor_first": 4.0 * case.floor_x.size / case.size}
+    monkeypatch.setattr(bench, "time_interleaved",
+                        lambda calls, rounds, min_batch: {k: (times[k] * 1e-6,) * 2
+                                                          for k in calls})
+    row = bench.run_case(case, 1)
+    # first pass: max(1, 4) = 4; writing pass: max(6 - 1, 8 - 4) = 5; best time 9
+    assert row["best_fraction_of_ceiling"] == pytest.approx(6.0 / 9.0)
+    assert row["ceiling_first_us"] == pytest.approx(1.0)
+    assert row["floor_first_us"] == pytest.approx(4.0)
+    assert "ceiling_first" not in row["impls"] and "floor" not in row["impls"]
+
+
+def test_divider_ops_first_must_be_part_of_a_first_pass():
+    from dataclasses import replace
+    lamb = fastopt.ALGORITHMS["lamb"]
+    with pytest.raises(ValueError, match="divider_ops_first"):
+        replace(lamb, divider_ops_first=(3, 1))
+    with pytest.raises(ValueError, match="divider_ops_first"):
+        replace(lamb, reads_first=())
 
 
 def test_bench_memory_shape_follows_the_options():
@@ -663,6 +705,12 @@ def test_ceiling_first_pass_reads_and_changes_nothing(threads, low_parallel_thre
     np.testing.assert_array_equal(p, before + g)   # x += grad, once
     with pytest.raises(ValueError, match="reads_first"):
         _kernels._stream(p, g, [s0], threads, (3,))
+    # the first pass alone, as the benchmark times it, writes nothing
+    p_before, s_before = p.copy(), s0.copy()
+    _kernels._stream(p, g, [s0], threads, (0, 1, 2), update=False)
+    assert p.tobytes() == p_before.tobytes() and s0.tobytes() == s_before.tobytes()
+    with pytest.raises(ValueError, match="reads_first"):
+        _kernels._stream(p, g, [s0], threads, update=False)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])

@@ -232,7 +232,7 @@ def assert_every_isa_gives(function, param, grad, kwargs, expected):
 @pytest.mark.parametrize("n", [3000, 140_000])
 def test_lamb_divides_plainly_where_a_moment_is_out_of_range(dtype, n):
     """LAMB's FMA division by a bias correction (float64 on AVX-512 and AVX2, float32
-    on AVX-512 from 131,072 elements) is exact only for new moments in
+    on AVX-512) is exact only for new moments in
     fo_cdiv_dividend_ok's range; a block holding one outside it is computed again
     with the division.  A subnormal new moment (beta1 = 0.5, so exp_avg' = grad / 2)
     over the correction 0.75 (step 2) is a quotient the FMA form gets wrong by an
@@ -252,9 +252,42 @@ def test_lamb_divides_plainly_where_a_moment_is_out_of_range(dtype, n):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_lamb_keeps_the_sign_of_a_zero_moment(dtype):
+    """The FMA form of LAMB's division by a bias correction loses the sign of a zero
+    dividend (its correction adds +0), so a zero new moment must be the quotient as it
+    is: with parameter, gradient and first moment -0, the update is -0 and the new
+    parameter -0 + (+0) = +0, where +0 would leave -0."""
+    from fastopt import _kernels
+    n = 300
+    rng = np.random.default_rng(8)
+    start = [rng.standard_normal(n).astype(dtype), (rng.standard_normal(n) * 1e-2).astype(dtype),
+             (rng.standard_normal(n) * 1e-3).astype(dtype), (rng.random(n) * 1e-5).astype(dtype)]
+    zeros = np.arange(3, n, 17)
+    for a in start[:3]:
+        a[zeros] = -0.0
+    start[3][zeros] = 0.0
+    kwargs = dict(step=3, lr=1e-2, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,
+                  maximize=False)
+    ref = [a.copy() for a in start]
+    fastopt.reference.lamb(ref[0], ref[1], ref[2], ref[3], **kwargs)
+    assert np.all(np.signbit(ref[2][zeros])) and not np.any(np.signbit(ref[0][zeros]))
+    before = _kernels.get_isa()
+    try:
+        for isa in _kernels.isa_available():
+            _kernels.set_isa(isa)
+            mine = [a.copy() for a in start]
+            fastopt.functional.lamb(mine[0], mine[1], mine[2], mine[3], **kwargs)
+            for a, b, what in zip(mine, ref, ("param", "grad", "exp_avg", "exp_avg_sq")):
+                assert_same_bits(a, b, f"{what}, {isa}")
+    finally:
+        _kernels.set_isa(before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_nadam_divides_plainly_where_the_second_moment_is_out_of_range(dtype):
     """NAdam's FMA division of the new second moment by its bias correction
-    (float64, AVX-512 and AVX2) is exact only in fo_cdiv_dividend_ok's range; a block
+    (float64 on AVX-512 and AVX2, float32 on AVX-512) is exact only in
+    fo_cdiv_dividend_ok's range; a block
     holding a moment outside it is computed again with the division.  Gradients
     whose squares are subnormal give subnormal moments and quotients, which the FMA
     form gets wrong by an ulp for some; with eps 0 and the parameter 0 there, the

@@ -13,12 +13,12 @@
  *                       p = p + (-(lr * trust)) * u
  *
  * Pass 1 computes u without storing anything; pass 2 computes it again, identically.
- * In double, and in float for a long range (see lamb_consts), the divisions by the
- * bias corrections take the FMA form of fo_div_sqrt_const (the division's bits
- * without the divide unit: three divisions and a square root per element and pass
- * become one and one) where both new moments lie in fo_cdiv_dividend_ok's range; a
- * block (a tile in pass 1) with one that does not is computed again with the
- * divisions, pass 2 from the new moments it has written and the parameter it kept.
+ * Where FO_CDIV_ON, the divisions by the bias corrections take the FMA form of
+ * fo_div_const_checked (the division's bits without the divide unit: three divisions
+ * and a square root per element and pass become one and one) where both new moments
+ * lie in fo_cdiv_dividend_ok's range; a block (a tile in pass 1) with one that does
+ * not is computed again with the divisions, pass 2 from the new moments it has
+ * written and the parameter it kept.
  *
  * buffers: param grad exp_avg exp_avg_sq
  * hyper:   step lr beta1 beta2 eps weight_decay maximize grad_scale
@@ -27,22 +27,10 @@
 typedef struct {
     T sign, scale, beta1, one_minus_beta1, beta2, one_minus_beta2, bc1, bc2, eps, wd;
     FN(fo_cdiv) bc1k, bc2k;
-    /* both bias corrections take the FMA division (fo_div_sqrt_const).  In float only
-     * for a range of at least FO_LAMB_F32_FMA_MIN elements, or a part of a threaded
-     * step (begin > 0; threads split only steps larger than that): in cache the
-     * divider is quick enough that the FMA form's operations and checks cost more
-     * (65,536 elements: 1.19 of the division's time), while from memory the
-     * divisions' long latency keeps the loop from running ahead (262,144 elements:
-     * 0.85, 16,000,000: 0.88; 1,048,576: 0.99; AVX-512, side by side).  Both give
-     * the same bits. */
-    int fast;
+    int fast;     /* both bias corrections take the FMA form */
 } FN(lamb_consts);
 
-#ifndef FO_LAMB_F32_FMA_MIN
-#define FO_LAMB_F32_FMA_MIN 131072   /* 2 MB of a float's four buffers: beyond L2 */
-#endif
-
-static FO_INLINE FN(lamb_consts) FN(lamb_setup)(const double *h, int64_t begin, int64_t end)
+static FO_INLINE FN(lamb_consts) FN(lamb_setup)(const double *h)
 {
     const double step = h[0], beta1 = h[2], beta2 = h[3];
     const T bc1 = (T)(1 - pow(beta1, step)), bc2 = (T)(1 - pow(beta2, step));
@@ -50,8 +38,7 @@ static FO_INLINE FN(lamb_consts) FN(lamb_setup)(const double *h, int64_t begin, 
         h[6] != 0 ? (T)-1 : (T)1, (T)h[7], (T)beta1, (T)(1 - beta1), (T)beta2,
         (T)(1 - beta2), bc1, bc2, (T)h[4], (T)h[5],
         FN(fo_cdiv_make)(bc1), FN(fo_cdiv_make)(bc2),
-        FO_CDIV_ON && (FO_T_F64 || begin > 0 || end - begin >= FO_LAMB_F32_FMA_MIN)
-            && FN(fo_cdiv_ok)(bc1) && FN(fo_cdiv_ok)(bc2)};
+        FO_CDIV_ON && FN(fo_cdiv_ok)(bc1) && FN(fo_cdiv_ok)(bc2)};
     return c;
 }
 
@@ -62,9 +49,9 @@ static FO_INLINE T FN(lamb_divided)(const FN(lamb_consts) *c, T m, T v)
 }
 
 /* u for one element, and the moments it comes from.  With FAST the two divisions by
- * the bias corrections take the FMA form of fo_div_sqrt_const, which is the division
- * when both new moments pass fo_cdiv_dividend_ok; `*bad` is set when one does not,
- * and the caller computes that element again without FAST. */
+ * the bias corrections take the FMA form of fo_div_const_checked, which is the
+ * division when both new moments pass fo_cdiv_dividend_ok; `*bad` is set when one
+ * does not, and the caller computes that element again without FAST. */
 static FO_INLINE T FN(lamb_direction)(const FN(lamb_consts) *c, T grad, T x, T m_old,
                                       T v_old, T *m_new, T *v_new, int *bad,
                                       const int FAST, const int WD, const int SCALED)
@@ -77,8 +64,8 @@ static FO_INLINE T FN(lamb_direction)(const FN(lamb_consts) *c, T grad, T x, T m
     T u;
     if (FAST) {
         *bad |= !(FN(fo_cdiv_dividend_ok)(m) & FN(fo_cdiv_dividend_ok)(v));
-        u = FN(fo_div_sqrt_const)(m, c->bc1k) /
-            (SQRT(FN(fo_div_sqrt_const)(v, c->bc2k)) + c->eps);
+        u = FN(fo_div_const_checked)(m, c->bc1k) /
+            (SQRT(FN(fo_div_const_checked)(v, c->bc2k)) + c->eps);
     } else {
         u = FN(lamb_divided)(c, m, v);
     }
@@ -116,7 +103,7 @@ static FO_INLINE void FN(lamb_sums_body)(const T *restrict p, const T *restrict 
 FO_KERNEL void FN(lamb_sums)(char *const *buf, int64_t begin, int64_t end, const double *h,
                              double *sums)
 {
-    const FN(lamb_consts) c = FN(lamb_setup)(h, begin, end);
+    const FN(lamb_consts) c = FN(lamb_setup)(h);
     const int scaled = h[7] != 1;
 #define FO_LAMB_SUMS(_, F, W, G) FN(lamb_sums_body)((const T *)buf[0], (const T *)buf[1], (const T *)buf[2], (const T *)buf[3], begin, end, &c, sums, F, W, G)
 #define FO_LAMB_SUMS_W(_, F, W) FO_OPT3(scaled, FO_LAMB_SUMS, _, F, W)
@@ -161,7 +148,7 @@ static FO_INLINE void FN(lamb_body)(T *restrict p, const T *restrict g, T *restr
 
 FO_KERNEL void FN(lamb)(char *const *buf, int64_t begin, int64_t end, const double *h)
 {
-    const FN(lamb_consts) c = FN(lamb_setup)(h, begin, end);
+    const FN(lamb_consts) c = FN(lamb_setup)(h);
     const int scaled = h[7] != 1;
     const double param_norm = sqrt(h[8]), update_norm = sqrt(h[9]);
     const double trust = param_norm > 0 && update_norm > 0 ? param_norm / update_norm : 1.0;

@@ -15,8 +15,8 @@
  * (1 - mu_product * mu_next).  mu_product is the per-parameter scalar state after this
  * step's update (the caller keeps it, as torch keeps a 0-d tensor).
  *
- * In double, where FO_CDIV_ON, the division by bias_correction2 takes the FMA form of
- * fo_div_sqrt_const (as LAMB's): exact for a new second moment in
+ * Where FO_CDIV_ON, the division by bias_correction2 takes the FMA form of
+ * fo_div_const_checked (as LAMB's): exact for a new second moment in
  * fo_cdiv_dividend_ok's range, and a block holding one outside it is computed again
  * with the division, from the new moments it has written and the parameter it kept.
  *
@@ -26,7 +26,7 @@
  */
 /* One element; *x is the parameter (weight decay applied), *d the gradient term.
  * With FAST the division by bias_correction2 takes the FMA form of
- * fo_div_sqrt_const, exact for a new second moment in fo_cdiv_dividend_ok's range;
+ * fo_div_const_checked, exact for a new second moment in fo_cdiv_dividend_ok's range;
  * `*bad` is set for one outside it. */
 static FO_INLINE T FN(nadam_update)(T x, T d, T mi, T vi, T bc2, FN(fo_cdiv) bc2k, T eps,
                                     T c_grad, T c_avg, int *bad, const int FAST)
@@ -34,7 +34,7 @@ static FO_INLINE T FN(nadam_update)(T x, T d, T mi, T vi, T bc2, FN(fo_cdiv) bc2
     T q;
     if (FAST) {
         *bad |= !FN(fo_cdiv_dividend_ok)(vi);
-        q = FN(fo_div_sqrt_const)(vi, bc2k);
+        q = FN(fo_div_const_checked)(vi, bc2k);
     } else {
         q = vi / bc2;
     }
@@ -99,10 +99,10 @@ FO_KERNEL void FN(nadam)(char *const *buf, int64_t begin, int64_t end, const dou
     const T wd = (T)weight_decay, decay = (T)(1 - lr * weight_decay);
     const T bc2 = (T)bias_correction2;
     const FN(fo_cdiv) bc2k = FN(fo_cdiv_make)(bc2);
-    /* double only: in float the FMA form's operations and checks cost more than the
-     * division (1.02 of its time at 65,536 elements, 1.10 at 16,000,000; double 0.83
-     * and 0.79, AVX-512, side by side) */
-    const int fast = FO_CDIV_ON && FO_T_F64 && FN(fo_cdiv_ok)(bc2);
+    /* against the division, AVX-512, side by side: float 0.81 of its time at 65,536
+     * elements, 0.91 at 16,000,000 (with fo_div_sqrt_const's select, 1.02 and 1.10);
+     * double 0.83 and 0.79 */
+    const int fast = FO_CDIV_ON && FN(fo_cdiv_ok)(bc2);
 #define FO_NADAM_5(_, F, W, D, S, G) FN(nadam_body)(p, g, m, v, begin, end, sign, wd, decay, w, one_minus_w, (T)beta2, (T)(1 - beta2), bc2, bc2k, (T)eps, (T)c_grad, (T)c_avg, scale, F, W, D, S, G)
 #define FO_NADAM_4(_, F, W, D, S) FO_OPT5(scaled, FO_NADAM_5, _, F, W, D, S)
 #define FO_NADAM_3(_, F, W, D) FO_OPT4(small, FO_NADAM_4, _, F, W, D)

@@ -173,9 +173,10 @@ def special_array(dtype, n, rng):
 def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_scale):
     """Adam, AdamW, AdaBelief and Adan divide the square root of their second moment
     by its bias correction without the divider on AVX-512, and for float64 on AVX2
-    (fo_div_sqrt_const in kernels_impl.h); LAMB, in float64, divides its new moments
-    by their corrections so where they are in range, and plainly where not; NAdam and
-    RAdam divide by their corrections, and every kernel by the loss scale, plainly.
+    (fo_div_sqrt_const in kernels_impl.h); LAMB and NAdam divide their new moments by
+    their corrections so where they are in range (fo_div_const_checked), and plainly
+    where not (a NaN or an infinity among them must take the division); RAdam divides
+    by its correction, and every kernel by the loss scale, plainly.
     On every instruction set, gradients and state full of zeros, subnormals, huge
     values, infinities and NaN give the reference's bits."""
     from fastopt import _kernels
@@ -232,9 +233,9 @@ def assert_every_isa_gives(function, param, grad, kwargs, expected):
 @pytest.mark.parametrize("n", [3000, 140_000])
 def test_lamb_divides_plainly_where_a_moment_is_out_of_range(dtype, n):
     """LAMB's FMA division by a bias correction (float64 on AVX-512 and AVX2, float32
-    on AVX-512) is exact only for new moments in
-    fo_cdiv_dividend_ok's range; a block holding one outside it is computed again
-    with the division.  A subnormal new moment (beta1 = 0.5, so exp_avg' = grad / 2)
+    on AVX-512) is exact only for new moments in the dividends' range of
+    fo_cdiv_note; a block holding one outside it is computed again with the
+    division.  A subnormal new moment (beta1 = 0.5, so exp_avg' = grad / 2)
     over the correction 0.75 (step 2) is a quotient the FMA form gets wrong by an
     ulp; with the parameter 0 there, the step writes that quotient's bits into it."""
     tiny = np.finfo(dtype).tiny            # exp_avg' = tiny / 2: subnormal
@@ -286,9 +287,9 @@ def test_lamb_keeps_the_sign_of_a_zero_moment(dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_nadam_divides_plainly_where_the_second_moment_is_out_of_range(dtype):
     """NAdam's FMA division of the new second moment by its bias correction
-    (float64 on AVX-512 and AVX2, float32 on AVX-512) is exact only in
-    fo_cdiv_dividend_ok's range; a block
-    holding a moment outside it is computed again with the division.  Gradients
+    (float64 on AVX-512 and AVX2, float32 on AVX-512) is exact only in the
+    dividends' range of fo_cdiv_note; a block holding a moment outside it is
+    computed again with the division.  Gradients
     whose squares are subnormal give subnormal moments and quotients, which the FMA
     form gets wrong by an ulp for some; with eps 0 and the parameter 0 there, the
     quotient's square root divides the update, so its bits reach the parameter."""

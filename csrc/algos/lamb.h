@@ -16,8 +16,8 @@
  * Where FO_CDIV_ON, the divisions by the bias corrections take the FMA form of
  * fo_div_const_checked (the division's bits without the divide unit: three divisions
  * and a square root per element and pass become one and one) where both new moments
- * lie in fo_cdiv_dividend_ok's range; a block (a tile in pass 1) with one that does
- * not is computed again with the divisions, pass 2 from the new moments it has
+ * lie in the dividends' range (fo_cdiv_note); a block (a tile in pass 1) with one
+ * that does not is computed again with the divisions, pass 2 from the new moments it has
  * written and the parameter it kept.
  *
  * buffers: param grad exp_avg exp_avg_sq
@@ -50,11 +50,13 @@ static FO_INLINE T FN(lamb_divided)(const FN(lamb_consts) *c, T m, T v)
 
 /* u for one element, and the moments it comes from.  With FAST the two divisions by
  * the bias corrections take the FMA form of fo_div_const_checked, which is the
- * division when both new moments pass fo_cdiv_dividend_ok; `*bad` is set when one
- * does not, and the caller computes that element again without FAST. */
+ * division when both new moments lie in the dividends' range; they are noted in
+ * `*top` and `*low` (fo_cdiv_note), and the caller computes a block again without
+ * FAST when fo_cdiv_range_ok says one does not. */
 static FO_INLINE T FN(lamb_direction)(const FN(lamb_consts) *c, T grad, T x, T m_old,
-                                      T v_old, T *m_new, T *v_new, int *bad,
-                                      const int FAST, const int WD, const int SCALED)
+                                      T v_old, T *m_new, T *v_new, FN(fo_bits) *top,
+                                      FN(fo_bits) *low, const int FAST, const int WD,
+                                      const int SCALED)
 {
     T d = FN(fo_grad)(grad, c->sign, c->scale, SCALED);
     T m = m_old * c->beta1 + c->one_minus_beta1 * d;
@@ -63,7 +65,8 @@ static FO_INLINE T FN(lamb_direction)(const FN(lamb_consts) *c, T grad, T x, T m
     *v_new = v;
     T u;
     if (FAST) {
-        *bad |= !(FN(fo_cdiv_dividend_ok)(m) & FN(fo_cdiv_dividend_ok)(v));
+        FN(fo_cdiv_note)(m, top, low);
+        FN(fo_cdiv_note)(v, top, low);
         u = FN(fo_div_const_checked)(m, c->bc1k) /
             (SQRT(FN(fo_div_const_checked)(v, c->bc2k)) + c->eps);
     } else {
@@ -82,17 +85,18 @@ static FO_INLINE void FN(lamb_sums_body)(const T *restrict p, const T *restrict 
     T u[FO_SUM_TILE];
     for (int64_t start = begin; start < end; start += FO_SUM_TILE) {
         const int64_t n = end - start < FO_SUM_TILE ? end - start : FO_SUM_TILE;
-        int bad = 0;
+        FO_CDIV_RANGE_INIT(top, low);
         FO_FOR(i, start, start + n, p, g, m, v, NULL, NULL, NULL, NULL) {
             T mn, vn;
-            u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn, &bad,
-                                              FAST, WD, SCALED);
+            u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn, &top,
+                                              &low, FAST, WD, SCALED);
         }
-        if (FAST && bad)  /* a moment out of the FMA form's range: divide this tile */
+        if (FAST && !FN(fo_cdiv_range_ok)(top, low))
+            /* a moment out of the FMA form's range: divide this tile */
             for (int64_t i = start; i < start + n; i++) {
                 T mn, vn;
                 u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn,
-                                                  &bad, 0, WD, SCALED);
+                                                  &top, &low, 0, WD, SCALED);
             }
         FN(fo_lane_sumsq2)(p + start, u, n, param_sq, update_sq);
     }
@@ -123,18 +127,18 @@ static FO_INLINE void FN(lamb_body)(T *restrict p, const T *restrict g, T *restr
     T x_old[FO_PF_BLOCK];
     for (int64_t start = begin; start < end; start += FO_PF_BLOCK) {
         const int64_t stop = end - start < FO_PF_BLOCK ? end : start + FO_PF_BLOCK;
-        int bad = 0;
+        FO_CDIV_RANGE_INIT(top, low);
         FN(fo_pf_block)(start, p, g, m, v, NULL, NULL, NULL, NULL);
         for (int64_t i = start; i < stop; i++) {
             T mn, vn, x = p[i];
             if (FAST) x_old[i - start] = x;
-            T u = FN(lamb_direction)(c, g[i], x, m[i], v[i], &mn, &vn, &bad, FAST, WD,
-                                     SCALED);
+            T u = FN(lamb_direction)(c, g[i], x, m[i], v[i], &mn, &vn, &top, &low, FAST,
+                                     WD, SCALED);
             m[i] = mn;
             v[i] = vn;
             p[i] = x + neg_step * u;
         }
-        if (FAST && bad) {
+        if (FAST && !FN(fo_cdiv_range_ok)(top, low)) {
             /* m and v hold the new moments: from them, divide */
             for (int64_t i = start; i < stop; i++) {
                 const T x = x_old[i - start];

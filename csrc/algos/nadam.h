@@ -16,9 +16,9 @@
  * step's update (the caller keeps it, as torch keeps a 0-d tensor).
  *
  * Where FO_CDIV_ON, the division by bias_correction2 takes the FMA form of
- * fo_div_const_checked (as LAMB's): exact for a new second moment in
- * fo_cdiv_dividend_ok's range, and a block holding one outside it is computed again
- * with the division, from the new moments it has written and the parameter it kept.
+ * fo_div_const_checked (as LAMB's): exact for a new second moment in the dividends'
+ * range (fo_cdiv_note), and a block holding one outside it is computed again with the
+ * division, from the new moments it has written and the parameter it kept.
  *
  * buffers: param grad exp_avg exp_avg_sq
  * hyper:   step lr beta1 beta2 eps weight_decay momentum_decay decoupled_weight_decay
@@ -26,14 +26,15 @@
  */
 /* One element; *x is the parameter (weight decay applied), *d the gradient term.
  * With FAST the division by bias_correction2 takes the FMA form of
- * fo_div_const_checked, exact for a new second moment in fo_cdiv_dividend_ok's range;
- * `*bad` is set for one outside it. */
+ * fo_div_const_checked, exact for a new second moment in the dividends' range; the
+ * moment is noted in `*top` and `*low` (fo_cdiv_note). */
 static FO_INLINE T FN(nadam_update)(T x, T d, T mi, T vi, T bc2, FN(fo_cdiv) bc2k, T eps,
-                                    T c_grad, T c_avg, int *bad, const int FAST)
+                                    T c_grad, T c_avg, FN(fo_bits) *top, FN(fo_bits) *low,
+                                    const int FAST)
 {
     T q;
     if (FAST) {
-        *bad |= !FN(fo_cdiv_dividend_ok)(vi);
+        FN(fo_cdiv_note)(vi, top, low);
         q = FN(fo_div_const_checked)(vi, bc2k);
     } else {
         q = vi / bc2;
@@ -55,7 +56,7 @@ static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *rest
     T x_old[FO_PF_BLOCK];
     for (int64_t start = begin; start < end; start += FO_PF_BLOCK) {
         const int64_t stop = end - start < FO_PF_BLOCK ? end : start + FO_PF_BLOCK;
-        int bad = 0;
+        FO_CDIV_RANGE_INIT(top, low);
         FN(fo_pf_block)(start, p, g, m, v, NULL, NULL, NULL, NULL);
         for (int64_t i = start; i < stop; i++) {
             T d = FN(fo_grad)(g[i], sign, scale, SCALED);
@@ -65,16 +66,17 @@ static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *rest
             T mi, vi;
             FN(fo_adam_moments)(&m[i], &v[i], d, w, one_minus_w, beta2, one_minus_beta2,
                                 &mi, &vi, SMALL);
-            p[i] = FN(nadam_update)(x, d, mi, vi, bc2, bc2k, eps, c_grad, c_avg, &bad, FAST);
+            p[i] = FN(nadam_update)(x, d, mi, vi, bc2, bc2k, eps, c_grad, c_avg, &top, &low,
+                                    FAST);
         }
-        if (FAST && bad) {
+        if (FAST && !FN(fo_cdiv_range_ok)(top, low)) {
             /* m and v hold the new moments: from them and the old parameter, divide */
             for (int64_t i = start; i < stop; i++) {
                 T d = FN(fo_grad)(g[i], sign, scale, SCALED);
                 T x = x_old[i - start];
                 FN(fo_weight_decay)(&x, &d, wd, decay, WD, DECOUPLED);
                 p[i] = FN(nadam_update)(x, d, m[i], v[i], bc2, bc2k, eps, c_grad, c_avg,
-                                        &bad, 0);
+                                        &top, &low, 0);
             }
         }
     }

@@ -91,6 +91,23 @@ static FO_INLINE FN(fo_cdiv) FN(fo_cdiv_make)(T c)
     return k;
 }
 
+#if FO_CDIV_ON && FO_FAST_CDIV != 2
+/* `keep ? a : b` as a select of bits: written as a conditional, GCC moves a product
+ * into the branch and, without AVX-512's masks, does not vectorize a loop that would
+ * then compute it speculatively (AVX2's Adam loop ran scalar, 7x slower). */
+static FO_INLINE T FN(fo_pick)(int keep, T a, T b)
+{
+    const FN(fo_bits) mask = (FN(fo_bits))0 - (FN(fo_bits))keep;
+    FN(fo_bits) ba, bb;
+    memcpy(&ba, &a, sizeof ba);
+    memcpy(&bb, &b, sizeof bb);
+    const FN(fo_bits) bits = (ba & mask) | (bb & ~mask);
+    T q;
+    memcpy(&q, &bits, sizeof q);
+    return q;
+}
+#endif
+
 static FO_INLINE T FN(fo_div_sqrt_const)(T x, FN(fo_cdiv) k)
 {
 #if FO_CDIV_ON
@@ -100,18 +117,7 @@ static FO_INLINE T FN(fo_div_sqrt_const)(T x, FN(fo_cdiv) k)
 #if FO_FAST_CDIV == 2
     return (q1 != 0 && q2 == q2) ? q2 : x * zh;
 #else
-    /* The same select, of bits: written as a conditional, GCC moves the product into
-     * the branch, and without AVX-512's masks does not vectorize a loop that would
-     * then multiply speculatively (the loop ran scalar, 7x slower). */
-    const T alt = x * zh;
-    const FN(fo_bits) keep = (FN(fo_bits))0 - (FN(fo_bits))((q1 != 0) & (q2 == q2));
-    FN(fo_bits) b2, balt;
-    memcpy(&b2, &q2, sizeof b2);
-    memcpy(&balt, &alt, sizeof balt);
-    const FN(fo_bits) bits = (b2 & keep) | (balt & ~keep);
-    T q;
-    memcpy(&q, &bits, sizeof q);
-    return q;
+    return FN(fo_pick)((q1 != 0) & (q2 == q2), q2, x * zh);
 #endif
 #else
     return x / k.c;
@@ -133,16 +139,7 @@ static FO_INLINE T FN(fo_div_const_checked)(T x, FN(fo_cdiv) k)
 #if FO_FAST_CDIV == 2
     return x == 0 ? x : q2;
 #else
-    /* a select of bits, as in fo_div_sqrt_const: the conditional does not vectorize
-     * without AVX-512's masks (the loop ran scalar, 2.3x slower) */
-    const FN(fo_bits) keep = (FN(fo_bits))0 - (FN(fo_bits))(x != 0);
-    FN(fo_bits) b2, bx;
-    memcpy(&b2, &q2, sizeof b2);
-    memcpy(&bx, &x, sizeof bx);
-    const FN(fo_bits) bits = (b2 & keep) | (bx & ~keep);
-    T q;
-    memcpy(&q, &bits, sizeof q);
-    return q;
+    return FN(fo_pick)(x != 0, q2, x);   /* the conditional: scalar, 2.3x slower */
 #endif
 #else
     return x / k.c;

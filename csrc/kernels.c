@@ -35,6 +35,7 @@
 #endif
 #if defined(__SSE2__)
 #include <xmmintrin.h>
+#include <immintrin.h>
 #endif
 
 #include "fastopt.h"
@@ -209,6 +210,11 @@ static double fo_pow(double x, double y)
 #define FO_SFX_F32 f32
 #define FO_SFX_F64 f64
 #define FO_FAST_CDIV 0
+#if defined(__FMA__)
+#define FO_FMA_SUMS 1    /* fo_lane_sumsq2: see there; an -march=native build's */
+#else
+#define FO_FMA_SUMS 0
+#endif
 /* register width for explicit GCC vectors (fo_lane_sumsq2): the command line's */
 #if defined(__AVX512F__)
 #define FO_VEC_BITS 512
@@ -219,6 +225,7 @@ static double fo_pow(double x, double y)
 #endif
 #include "instantiate.h"
 #undef FO_VEC_BITS
+#undef FO_FMA_SUMS
 #undef FO_FAST_CDIV
 #undef FO_SFX_F32
 #undef FO_SFX_F64
@@ -239,9 +246,11 @@ static double fo_pow(double x, double y)
 #define FO_SFX_F32 f32_avx2
 #define FO_SFX_F64 f64_avx2
 #define FO_FAST_CDIV 1   /* fo_div_sqrt_const: double only */
+#define FO_FMA_SUMS 1
 #define FO_VEC_BITS 256
 #include "instantiate.h"
 #undef FO_VEC_BITS
+#undef FO_FMA_SUMS
 #undef FO_FAST_CDIV
 #undef FO_SFX_F32
 #undef FO_SFX_F64
@@ -264,9 +273,11 @@ static double fo_pow(double x, double y)
 #define FO_SFX_F32 f32_avx512
 #define FO_SFX_F64 f64_avx512
 #define FO_FAST_CDIV 2   /* fo_div_sqrt_const: float and double */
+#define FO_FMA_SUMS 1
 #define FO_VEC_BITS 512
 #include "instantiate.h"
 #undef FO_VEC_BITS
+#undef FO_FMA_SUMS
 #undef FO_FAST_CDIV
 #undef FO_SFX_F32
 #undef FO_SFX_F64

@@ -158,34 +158,73 @@ static FO_INLINE T FN(fo_div_const_checked)(T x, FN(fo_cdiv) k)
  * pairs (standalone programs, not in the tree).
  *
  * A kernel checks a block of dividends at once: FO_CDIV_RANGE_INIT, fo_cdiv_note for
- * each, fo_cdiv_range_ok at the end.  The block keeps two running extremes of the
- * magnitudes' bits: the largest (a NaN's or an infinity's bits exceed any finite
- * value's) and the smallest less one (a zero's wraps around to the largest value, so
- * zeros never count): four integer vector operations per dividend, where testing
- * each one took five comparisons and mask operations and a flag to combine (LAMB
- * float32 3 to 6% faster per pass, AVX-512). */
-#define FO_CDIV_RANGE_INIT(top, low) FN(fo_bits) top = 0, low = ~(FN(fo_bits))0
-static FO_INLINE void FN(fo_cdiv_note)(T x, FN(fo_bits) *top, FN(fo_bits) *low)
+ * each, fo_cdiv_range_ok at the end.  With AVX-512 the block keeps two running
+ * extremes of the magnitudes' bits: the largest (a NaN's or an infinity's bits exceed
+ * any finite value's) and the smallest less one (a zero's wraps around to the largest
+ * value, so zeros never count): four integer vector operations per dividend, where
+ * testing each one took five comparisons and mask operations and a flag to combine
+ * (LAMB float32 3 to 6% faster per pass).  AVX2 has no unsigned 64-bit minimum or
+ * maximum (emulated, LAMB and NAdam float64 took 1.1x as long), so there each
+ * dividend is tested (fo_cdiv_in_range) and an int flag kept in `top`, one test of a
+ * pair for LAMB's two moments (fo_cdiv_note2): the form GCC vectorized best there. */
+#if FO_FAST_CDIV == 2
+typedef FN(fo_bits) FN(fo_cdiv_acc);
+#else
+typedef int FN(fo_cdiv_acc);
+#endif
+#define FO_CDIV_RANGE_INIT(top, low) FN(fo_cdiv_acc) top = 0, low = ~(FN(fo_cdiv_acc))0
+#if FO_T_F64
+#define FO_CDIV_HI 0x1p950
+#define FO_CDIV_LO 0x1p-950
+#else
+#define FO_CDIV_HI 0x1p90f
+#define FO_CDIV_LO 0x1p-90f
+#endif
+static FO_INLINE int FN(fo_cdiv_in_range)(T x)
 {
+    const T a = FABS(x);
+    return (x == 0) | ((a >= FO_CDIV_LO) & (a <= FO_CDIV_HI));
+}
+static FO_INLINE void FN(fo_cdiv_note)(T x, FN(fo_cdiv_acc) *top, FN(fo_cdiv_acc) *low)
+{
+#if FO_FAST_CDIV == 2
     FN(fo_bits) b;
     memcpy(&b, &x, sizeof b);
     b &= ~((FN(fo_bits))1 << (8 * sizeof(T) - 1));
     *top = b > *top ? b : *top;
     b -= 1;
     *low = b < *low ? b : *low;
-}
-static FO_INLINE int FN(fo_cdiv_range_ok)(FN(fo_bits) top, FN(fo_bits) low)
-{
-#if FO_T_F64
-    const double hi = 0x1p950, lo = 0x1p-950;
 #else
-    const float hi = 0x1p90f, lo = 0x1p-90f;
+    *top |= !FN(fo_cdiv_in_range)(x);
+    (void)low;
 #endif
+}
+static FO_INLINE void FN(fo_cdiv_note2)(T x, T y, FN(fo_cdiv_acc) *top,
+                                       FN(fo_cdiv_acc) *low)
+{
+#if FO_FAST_CDIV == 2
+    FN(fo_cdiv_note)(x, top, low);
+    FN(fo_cdiv_note)(y, top, low);
+#else
+    *top |= !(FN(fo_cdiv_in_range)(x) & FN(fo_cdiv_in_range)(y));
+    (void)low;
+#endif
+}
+static FO_INLINE int FN(fo_cdiv_range_ok)(FN(fo_cdiv_acc) top, FN(fo_cdiv_acc) low)
+{
+#if FO_FAST_CDIV == 2
+    const T hi = FO_CDIV_HI, lo = FO_CDIV_LO;
     FN(fo_bits) hb, lb;
     memcpy(&hb, &hi, sizeof hb);
     memcpy(&lb, &lo, sizeof lb);
     return top <= hb && low >= lb - 1;
+#else
+    (void)low;
+    return top == 0;
+#endif
 }
+#undef FO_CDIV_HI
+#undef FO_CDIV_LO
 
 /* Whether fo_div_sqrt_const may take c (false for NaN). */
 static FO_INLINE int FN(fo_cdiv_ok)(T c)

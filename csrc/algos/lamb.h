@@ -51,12 +51,12 @@ static FO_INLINE T FN(lamb_divided)(const FN(lamb_consts) *c, T m, T v)
 /* u for one element, and the moments it comes from.  With FAST the two divisions by
  * the bias corrections take the FMA form of fo_div_const_checked, which is the
  * division when both new moments lie in the dividends' range; they are noted in
- * `*top` and `*low` (fo_cdiv_note), and the caller computes a block again without
+ * `*top` and `*low` (fo_cdiv_note2), and the caller computes a block again without
  * FAST when fo_cdiv_range_ok says one does not. */
 static FO_INLINE T FN(lamb_direction)(const FN(lamb_consts) *c, T grad, T x, T m_old,
-                                      T v_old, T *m_new, T *v_new, FN(fo_bits) *top,
-                                      FN(fo_bits) *low, const int FAST, const int WD,
-                                      const int SCALED)
+                                      T v_old, T *m_new, T *v_new,
+                                      FN(fo_cdiv_acc) *top, FN(fo_cdiv_acc) *low,
+                                      const int FAST, const int WD, const int SCALED)
 {
     T d = FN(fo_grad)(grad, c->sign, c->scale, SCALED);
     T m = m_old * c->beta1 + c->one_minus_beta1 * d;
@@ -65,8 +65,7 @@ static FO_INLINE T FN(lamb_direction)(const FN(lamb_consts) *c, T grad, T x, T m
     *v_new = v;
     T u;
     if (FAST) {
-        FN(fo_cdiv_note)(m, top, low);
-        FN(fo_cdiv_note)(v, top, low);
+        FN(fo_cdiv_note2)(m, v, top, low);
         u = FN(fo_div_const_checked)(m, c->bc1k) /
             (SQRT(FN(fo_div_const_checked)(v, c->bc2k)) + c->eps);
     } else {

@@ -29,8 +29,8 @@
  * fo_div_const_checked, exact for a new second moment in the dividends' range; the
  * moment is noted in `*top` and `*low` (fo_cdiv_note). */
 static FO_INLINE T FN(nadam_update)(T x, T d, T mi, T vi, T bc2, FN(fo_cdiv) bc2k, T eps,
-                                    T c_grad, T c_avg, FN(fo_bits) *top, FN(fo_bits) *low,
-                                    const int FAST)
+                                    T c_grad, T c_avg, FN(fo_cdiv_acc) *top,
+                                    FN(fo_cdiv_acc) *low, const int FAST)
 {
     T q;
     if (FAST) {

@@ -293,16 +293,14 @@ def run_case(case, rounds, min_batch=MIN_BATCH_SECONDS):
         floor_us = floor[0] * scale
         ceiling = impls["ceiling"]["us"]
         result["floor_us"] = floor_us
-        if ceiling_first is None:
-            best = max(ceiling, floor_us)
-        else:
-            # pass by pass: the writing pass waits for the first pass's sums
-            first = ceiling_first[0] * 1e6
-            floor_first_us = floor_first[0] * scale if floor_first else None
+        # pass by pass, the writing pass waiting for the first pass's sums; with no
+        # first pass (both zero) this is max(ceiling, floor)
+        first = ceiling_first[0] * 1e6 if ceiling_first else 0.0
+        floor_first_us = floor_first[0] * scale if floor_first else 0.0
+        if floor_first:
             result["floor_first_us"] = floor_first_us
-            floor_first_us = floor_first_us or 0.0
-            best = (max(first, floor_first_us)
-                    + max(ceiling - first, floor_us - floor_first_us, 0.0))
+        best = (max(first, floor_first_us)
+                + max(ceiling - first, floor_us - floor_first_us, 0.0))
         result["best_fraction_of_ceiling"] = ceiling / max(ceiling, best)
         if "torch" in impls:
             result["best_speedup_vs_torch"] = impls["torch"]["us"] / floor_us

@@ -544,8 +544,8 @@ def hyper_snapshot(dict group, tuple names):
     """The objects `group` holds under `names`, and the items of any list or tuple.
 
     A group for which :func:`snapshot_holds` is true of an earlier snapshot still
-    holds the very same hyperparameter objects (an edit, even to a list in place, replaces one), so
-    its validation and packed scalars can be reused.
+    holds the very same hyperparameter objects (an edit, even to a list in place,
+    replaces one), so its validation and packed scalars can be reused.
     """
     cdef list out = []
     cdef PyObject *found

@@ -250,10 +250,13 @@ class Algorithm:
     the benchmark's ceiling and byte model follow, for a parameter of one dimension.
 
     `divider_ops` is ``(divisions, square roots)`` per element that an exact
-    update with this memory shape cannot avoid: divisions by a value that changes from
-    element to element, and square roots, each run on the core's divide unit.
-    Divisions by one divisor for the whole loop are not counted (they can be done
-    exactly with FMA operations for nearly every value; see fo_div_sqrt_const), and an
+    update with this memory shape cannot avoid: one division per value that changes
+    from element to element and divides, and square roots, each run on the core's
+    divide unit.  Divisions by one divisor for the whole loop are not counted (they can
+    be done exactly with FMA operations for nearly every value; see
+    fo_div_sqrt_const), nor a second division by the same value (NAdam's and Adan's
+    two terms over one denominator: one division gives the reciprocal, and FMA
+    operations both quotients; see fo_cdiv_make_shared), and an
     update the memory shape has no buffer for is counted as often as it must be
     computed (LAMB's and Adafactor's, twice).  The benchmark's divider floor times
     them alone.  `divider_ops_first` is the part of them the first pass of a
@@ -659,7 +662,7 @@ _NADAM_CONFIGS = _combos(lr=(0.01,), weight_decay=(0.0, 0.1), maximize=(False, T
 
 register(Algorithm(
     name="nadam", cls_name="NAdam", kernel="nadam", torch="NAdam", positional=6,
-    divider_ops=(2, 1),  # one square root, two divisions by it
+    divider_ops=(1, 1),  # one square root, two divisions by it sharing a reciprocal
     summary="Adam with Nesterov momentum",
     hyper=(
         Hyper("lr", 2e-3, "nonneg", LR),
@@ -819,7 +822,7 @@ register(Algorithm(
 
 register(Algorithm(
     name="adan", cls_name="Adan", kernel="adan", positional=5,
-    divider_ops=(2, 1),
+    divider_ops=(1, 1),  # one square root, two divisions by it sharing a reciprocal
     summary="adaptive Nesterov momentum from the difference of successive gradients",
     hyper=(
         Hyper("lr", 1e-3, "nonneg", LR),

@@ -315,6 +315,89 @@ def test_nadam_divides_plainly_where_the_second_moment_is_out_of_range(dtype):
     assert_every_isa_gives(fastopt.functional.nadam, param, grad, kwargs, ref)
 
 
+def nadam_shared_divisor_case(case, dtype, n, rng):
+    """Start (param, grad, exp_avg, exp_avg_sq) and eps for one of the cases at the
+    edges of NAdam's FMA division by a shared denominator (double on AVX-512):
+    "small dividends" (the gradient terms below the dividends' range: the remainder's
+    last bits lost to underflow, some quotients an ulp off), "large divisor" (a denom
+    above the divisors' range, quotients subnormal) and "small divisor" (eps 0 and a
+    denom below that range, quotients that overflow: NaN for the FMA form).  Every
+    third element is such a case, with parameter 0 so that its quotients' bits reach
+    it; the rest are ordinary values.  Without the block's check of the dividends
+    the first case fails, without that of the denominators the third (checked); the
+    FMA form happens to give the second's subnormal quotients exactly, but the range
+    is fo_cdiv_ok's, proved for normal quotients only."""
+    single = dtype == np.float32
+    huge = 1e25 if single else 1e50
+    param = rng.uniform(-1, 1, n).astype(dtype)
+    grad = (rng.standard_normal(n) * 1e-2).astype(dtype)
+    exp_avg = (rng.standard_normal(n) * 1e-3).astype(dtype)
+    exp_avg_sq = (rng.random(n) * 1e-5).astype(dtype)
+    picks = np.arange(2, n, 3)
+    k = picks.size
+    param[picks] = 0
+    eps = 1e-8
+    if case == "small dividends":
+        # c_grad * grad and c_avg * exp_avg near the smallest normal: squares vanish
+        tiny = float(np.finfo(dtype).tiny)
+        grad[picks] = (tiny * 1e3 * rng.uniform(1, 100, k)).astype(dtype)
+        exp_avg[picks] = 0
+        exp_avg_sq[picks] = 0
+    elif case == "large divisor":
+        grad[picks] = 0
+        exp_avg_sq[picks] = huge
+        scale = 1e-28 if single else 1e-283
+        exp_avg[picks] = (scale * rng.uniform(1, 1000, k)).astype(dtype)
+    else:  # "small divisor"
+        eps = 0.0
+        grad[picks] = 0
+        exp_avg_sq[picks] = 1 / huge
+        # c_avg * exp_avg' (about 3.4e-3 * exp_avg) inside the dividends' range,
+        # 2**-90..2**90 (float) or 2**-950..2**950 (double), over a denom near 4e-13
+        # (float) or 1.3e-25 (double)
+        low, spread = (8e28, 4.5) if single else (3e285, 800)
+        exp_avg[picks] = (low * rng.uniform(1, spread, k)).astype(dtype)
+    return [param, grad, exp_avg, exp_avg_sq], eps, picks
+
+
+@pytest.mark.parametrize("case", ["small dividends", "large divisor", "small divisor"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_nadam_divides_plainly_where_the_shared_divisor_is_inexact(case, dtype):
+    """NAdam's two divisions by one denominator share its reciprocal for double on
+    AVX-512 (fo_cdiv_make_shared), exact only for dividends and a denominator in the
+    ranges its blocks note; outside them (nadam_shared_divisor_case) the block
+    divides, and every instruction set gives the reference's bits."""
+    from fastopt import _kernels
+    n = 3000
+    rng = np.random.default_rng(9)
+    start, eps, picks = nadam_shared_divisor_case(case, dtype, n, rng)
+    kwargs = dict(step=2, lr=1e-3, betas=(0.9, 0.75), eps=eps, weight_decay=0.0,
+                  momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
+                  mu_product=0.9 * 0.95)
+    ref = [a.copy() for a in start]
+    with np.errstate(all="ignore"):
+        fastopt.reference.nadam(ref[0], ref[1], ref[2], ref[3], **kwargs)
+    info = np.finfo(dtype)
+    moved = ref[0][picks]
+    if case == "large divisor":     # subnormal quotients reach the parameter
+        assert np.all(moved != 0) and np.mean(np.abs(moved) < info.tiny) > 0.5
+    elif case == "small divisor":   # quotients that overflow
+        assert np.mean(np.isinf(moved)) > 0.5
+    else:
+        assert np.all(np.isfinite(moved)) and np.all(moved != 0)
+    before = _kernels.get_isa()
+    try:
+        for isa in _kernels.isa_available():
+            _kernels.set_isa(isa)
+            mine = [a.copy() for a in start]
+            with np.errstate(all="ignore"):
+                fastopt.functional.nadam(mine[0], mine[1], mine[2], mine[3], **kwargs)
+            for a, b, what in zip(mine, ref, ("param", "grad", "exp_avg", "exp_avg_sq")):
+                assert_same_bits(a, b, f"{what}, {isa}")
+    finally:
+        _kernels.set_isa(before)
+
+
 @pytest.mark.parametrize("beta2,step", [(1.0, 1.0), (2.0, 1.0), (-1e50, 1.0), (-1e300, 3.0),
                                         (1 - 2.0**-53, 1.0)])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])

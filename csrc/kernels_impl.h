@@ -67,6 +67,14 @@ typedef uint64_t FN(fo_bits);
 #else
 typedef uint32_t FN(fo_bits);
 #endif
+/* The bits of x: for non-negative values (and -0's sign aside) they order as the
+ * values do, NaN above infinity above every finite value. */
+static FO_INLINE FN(fo_bits) FN(fo_bits_of)(T x)
+{
+    FN(fo_bits) b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
 #if FO_CDIV_ON
 #if FO_T_F64
 #define FO_FMA __builtin_fma
@@ -122,10 +130,7 @@ static FO_INLINE FN(fo_cdiv) FN(fo_cdiv_make_shared)(T b)
 static FO_INLINE T FN(fo_pick)(int keep, T a, T b)
 {
     const FN(fo_bits) mask = (FN(fo_bits))0 - (FN(fo_bits))keep;
-    FN(fo_bits) ba, bb;
-    memcpy(&ba, &a, sizeof ba);
-    memcpy(&bb, &b, sizeof bb);
-    const FN(fo_bits) bits = (ba & mask) | (bb & ~mask);
+    const FN(fo_bits) bits = (FN(fo_bits_of)(a) & mask) | (FN(fo_bits_of)(b) & ~mask);
     T q;
     memcpy(&q, &bits, sizeof q);
     return q;
@@ -213,9 +218,7 @@ static FO_INLINE int FN(fo_cdiv_in_range)(T x)
 static FO_INLINE void FN(fo_cdiv_note)(T x, FN(fo_cdiv_acc) *top, FN(fo_cdiv_acc) *low)
 {
 #if FO_FAST_CDIV == 2
-    FN(fo_bits) b;
-    memcpy(&b, &x, sizeof b);
-    b &= ~((FN(fo_bits))1 << (8 * sizeof(T) - 1));
+    FN(fo_bits) b = FN(fo_bits_of)(x) & ~((FN(fo_bits))1 << (8 * sizeof(T) - 1));
     *top = b > *top ? b : *top;
     b -= 1;
     *low = b < *low ? b : *low;
@@ -238,11 +241,7 @@ static FO_INLINE void FN(fo_cdiv_note2)(T x, T y, FN(fo_cdiv_acc) *top,
 static FO_INLINE int FN(fo_cdiv_range_ok)(FN(fo_cdiv_acc) top, FN(fo_cdiv_acc) low)
 {
 #if FO_FAST_CDIV == 2
-    const T hi = FO_CDIV_HI, lo = FO_CDIV_LO;
-    FN(fo_bits) hb, lb;
-    memcpy(&hb, &hi, sizeof hb);
-    memcpy(&lb, &lo, sizeof lb);
-    return top <= hb && low >= lb - 1;
+    return top <= FN(fo_bits_of)(FO_CDIV_HI) && low >= FN(fo_bits_of)(FO_CDIV_LO) - 1;
 #else
     (void)low;
     return top == 0;
@@ -275,8 +274,7 @@ static FO_INLINE void FN(fo_cdiv_divisor_note)(T b, FN(fo_cdiv_acc) *top,
                                                FN(fo_cdiv_acc) *low)
 {
 #if FO_FAST_CDIV == 2
-    FN(fo_bits) bits;
-    memcpy(&bits, &b, sizeof bits);
+    const FN(fo_bits) bits = FN(fo_bits_of)(b);
     *top = bits > *top ? bits : *top;
     *low = bits < *low ? bits : *low;
 #else
@@ -287,11 +285,7 @@ static FO_INLINE void FN(fo_cdiv_divisor_note)(T b, FN(fo_cdiv_acc) *top,
 static FO_INLINE int FN(fo_cdiv_divisors_ok)(FN(fo_cdiv_acc) top, FN(fo_cdiv_acc) low)
 {
 #if FO_FAST_CDIV == 2
-    const T hi = FO_CDIV_DIVISOR_HI, lo = FO_CDIV_DIVISOR_LO;
-    FN(fo_bits) hb, lb;
-    memcpy(&hb, &hi, sizeof hb);
-    memcpy(&lb, &lo, sizeof lb);
-    return top <= hb && low >= lb;
+    return top <= FN(fo_bits_of)(FO_CDIV_DIVISOR_HI) && low >= FN(fo_bits_of)(FO_CDIV_DIVISOR_LO);
 #else
     (void)low;
     return top == 0;

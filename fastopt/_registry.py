@@ -250,9 +250,11 @@ class Algorithm:
     the benchmark's ceiling and byte model follow, for a parameter of one dimension.
 
     `divider_ops` is ``(divisions, square roots)`` per element that an exact
-    update with this memory shape cannot avoid: one division per value that changes
-    from element to element and divides, and square roots, each run on the core's
-    divide unit.  Divisions by one divisor for the whole loop are not counted (they can
+    update with this memory shape runs on the core's divide unit: one division per
+    value that changes from element to element and divides, and square roots (an
+    exact division or square root from FMA operations alone, Newton steps from a
+    reciprocal estimate with a proven error bound, would not need that unit; fastopt
+    has none).  Divisions by one divisor for the whole loop are not counted (they can
     be done exactly with FMA operations for nearly every value; see
     fo_div_sqrt_const), nor a second division by the same value (NAdam's and Adan's
     two terms over one denominator: one division gives the reciprocal, and FMA

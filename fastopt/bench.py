@@ -19,8 +19,8 @@ optimizer step are timed side by side, interleaved round by round in one run:
     ``Algorithm.reads_first``), a first pass reads those buffers once more.
 
 For an algorithm with divisions or square roots, a fifth kernel times the **divider
-floor**: the divisions and square roots per element that an exact update cannot
-avoid (``Algorithm.divider_ops``) and nothing else, in cache (FLOOR_ELEMENTS
+floor**: the divisions and square roots per element that an exact update runs on the
+divide unit (``Algorithm.divider_ops``) and nothing else, in cache (FLOOR_ELEMENTS
 elements, scaled to the case's size), on the same instruction set.  No kernel that
 does those operations can beat it, so ``ceiling / max(ceiling, floor)`` is the best
 fraction of the ceiling such a kernel can reach, and ``torch / floor`` the best

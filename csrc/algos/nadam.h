@@ -33,9 +33,9 @@
  * there were two, exact for the two dividends in the same range (noted with the
  * moment) and a denom in the divisors' range (`*dtop` and `*dlow`).
  *
- * Against the two divisions, side by side at 65,536 elements: double on AVX-512 0.89
- * of the time (0.94 at 16,000,000 elements), where the double divider bounds the
- * loop; float on AVX-512 1.4x as long and double on AVX2 1.5x (ten vector operations
+ * Against the two divisions, side by side: double on AVX-512 0.89 to 0.94 of the time
+ * at 65,536 elements, 0.90 to 1.00 at 16,000,000 (repeated runs), where the double
+ * divider bounds the loop; float on AVX-512 1.4x as long and double on AVX2 1.5x (ten vector operations
  * more per quotient with its checks, and those loops are bound by their vector
  * operations, not by the divider), so only double on AVX-512 shares. */
 #undef FO_NADAM_SHARED

@@ -162,7 +162,7 @@ static FO_INLINE T FN(fo_div_sqrt_const)(T x, FN(fo_cdiv) k)
  * 1.19 (AVX-512, side by side).  Nor is there a select for zero: the correction takes
  * x's sign (c > 0, so a quotient has x's sign, and for a zero x the correction is a
  * zero that may have lost it), one bit operation where the select took a comparison
- * and a masked move: LAMB float32 0.96 to 0.98 of each pass's time on AVX-512; on
+ * and a masked move: LAMB float32 0.94 to 1.00 of each pass's time on AVX-512; on
  * AVX2 (float64 only) the same time as the select of bits. */
 static FO_INLINE T FN(fo_div_const_checked)(T x, FN(fo_cdiv) k)
 {

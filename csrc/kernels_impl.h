@@ -67,8 +67,9 @@ typedef uint64_t FN(fo_bits);
 #else
 typedef uint32_t FN(fo_bits);
 #endif
-/* The bits of x: for non-negative values (and -0's sign aside) they order as the
- * values do, NaN above infinity above every finite value. */
+/* The bits of x.  For x >= +0 they order as the values do, infinity above every finite
+ * value and a positive NaN above infinity; a negative number's, -0 included, and a
+ * negative NaN's are above them all. */
 static FO_INLINE FN(fo_bits) FN(fo_bits_of)(T x)
 {
     FN(fo_bits) b;
@@ -267,9 +268,9 @@ static FO_INLINE int FN(fo_cdiv_ok)(T c)
 
 /* A block of shared divisors (fo_cdiv_make_shared) checked against fo_cdiv_ok's
  * range like the dividends: on AVX-512 the largest and the smallest bits (a NaN's, an
- * infinity's and a negative number's, -0 included, exceed the top's), elsewhere an
- * int flag in `top`.  FO_CDIV_RANGE_INIT starts the pair, fo_cdiv_divisors_ok ends
- * it. */
+ * infinity's and a negative number's, -0 included, exceed the upper limit's),
+ * elsewhere an int flag in `top`.  FO_CDIV_RANGE_INIT starts the pair,
+ * fo_cdiv_divisors_ok ends it. */
 static FO_INLINE void FN(fo_cdiv_divisor_note)(T b, FN(fo_cdiv_acc) *top,
                                                FN(fo_cdiv_acc) *low)
 {
@@ -285,7 +286,8 @@ static FO_INLINE void FN(fo_cdiv_divisor_note)(T b, FN(fo_cdiv_acc) *top,
 static FO_INLINE int FN(fo_cdiv_divisors_ok)(FN(fo_cdiv_acc) top, FN(fo_cdiv_acc) low)
 {
 #if FO_FAST_CDIV == 2
-    return top <= FN(fo_bits_of)(FO_CDIV_DIVISOR_HI) && low >= FN(fo_bits_of)(FO_CDIV_DIVISOR_LO);
+    return top <= FN(fo_bits_of)(FO_CDIV_DIVISOR_HI)
+           && low >= FN(fo_bits_of)(FO_CDIV_DIVISOR_LO);
 #else
     (void)low;
     return top == 0;

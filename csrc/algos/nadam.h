@@ -35,9 +35,10 @@
  *
  * Against the two divisions, side by side: double on AVX-512 0.89 to 0.94 of the time
  * at 65,536 elements, 0.90 to 1.00 at 16,000,000 (repeated runs), where the double
- * divider bounds the loop; float on AVX-512 1.4x as long and double on AVX2 1.5x (ten vector operations
- * more per quotient with its checks, and those loops are bound by their vector
- * operations, not by the divider), so only double on AVX-512 shares. */
+ * divider bounds the loop; float on AVX-512 1.4x as long and double on AVX2 1.5x
+ * (ten vector operations more per quotient with its checks, and those loops are
+ * bound by their vector operations, not by the divider), so only double on AVX-512
+ * shares. */
 #undef FO_NADAM_SHARED
 #define FO_NADAM_SHARED (FO_FAST_CDIV == 2 && FO_T_F64)
 static FO_INLINE T FN(nadam_update)(T x, T d, T mi, T vi, T bc2, FN(fo_cdiv) bc2k, T eps,
@@ -93,7 +94,8 @@ static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *rest
             p[i] = FN(nadam_update)(x, d, mi, vi, bc2, bc2k, eps, c_grad, c_avg, &top, &low,
                                     &dtop, &dlow, FAST);
         }
-        if (FAST && !(FN(fo_cdiv_range_ok)(top, low) && FN(fo_cdiv_divisors_ok)(dtop, dlow))) {
+        if (FAST && !(FN(fo_cdiv_range_ok)(top, low)
+                      && FN(fo_cdiv_divisors_ok)(dtop, dlow))) {
             /* m and v hold the new moments: from them and the old parameter, divide */
             for (int64_t i = start; i < stop; i++) {
                 T d = FN(fo_grad)(g[i], sign, scale, SCALED);

@@ -212,21 +212,31 @@ def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_s
         _kernels.set_isa(before)
 
 
-def assert_every_isa_gives(function, param, grad, kwargs, expected):
-    """`function(param, grad, exp_avg, exp_avg_sq, **kwargs)` from zero moments, on a
-    copy of `param`, gives the bits of `expected` (param, exp_avg, exp_avg_sq) on every
-    instruction set."""
+def assert_every_isa_gives_from(function, start, kwargs, expected):
+    """`function(param, grad, exp_avg, exp_avg_sq, **kwargs)` on copies of the four
+    arrays of `start` leaves the bits of the four of `expected` on every instruction
+    set."""
     from fastopt import _kernels
     before = _kernels.get_isa()
     try:
         for isa in _kernels.isa_available():
             _kernels.set_isa(isa)
-            mine = [param.copy(), np.zeros_like(param), np.zeros_like(param)]
-            function(mine[0], grad, mine[1], mine[2], **kwargs)
-            for a, b, what in zip(mine, expected, ("param", "exp_avg", "exp_avg_sq")):
+            mine = [a.copy() for a in start]
+            with np.errstate(all="ignore"):
+                function(*mine, **kwargs)
+            for a, b, what in zip(mine, expected, ("param", "grad", "exp_avg", "exp_avg_sq")):
                 assert_same_bits(a, b, f"{what}, {isa}")
     finally:
         _kernels.set_isa(before)
+
+
+def assert_every_isa_gives(function, param, grad, kwargs, expected):
+    """`function(param, grad, exp_avg, exp_avg_sq, **kwargs)` from zero moments, on a
+    copy of `param`, gives the bits of `expected` (param, exp_avg, exp_avg_sq) on every
+    instruction set."""
+    zeros = np.zeros_like(param)
+    assert_every_isa_gives_from(function, [param, grad, zeros, zeros], kwargs,
+                                [expected[0], grad, expected[1], expected[2]])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
@@ -258,7 +268,6 @@ def test_lamb_keeps_the_sign_of_a_zero_moment(dtype):
     dividend (its correction adds +0), so a zero new moment must be the quotient as it
     is: with parameter, gradient and first moment -0, the update is -0 and the new
     parameter -0 + (+0) = +0, where +0 would leave -0."""
-    from fastopt import _kernels
     n = 300
     rng = np.random.default_rng(8)
     start = [rng.standard_normal(n).astype(dtype), (rng.standard_normal(n) * 1e-2).astype(dtype),
@@ -272,16 +281,7 @@ def test_lamb_keeps_the_sign_of_a_zero_moment(dtype):
     ref = [a.copy() for a in start]
     fastopt.reference.lamb(ref[0], ref[1], ref[2], ref[3], **kwargs)
     assert np.all(np.signbit(ref[2][zeros])) and not np.any(np.signbit(ref[0][zeros]))
-    before = _kernels.get_isa()
-    try:
-        for isa in _kernels.isa_available():
-            _kernels.set_isa(isa)
-            mine = [a.copy() for a in start]
-            fastopt.functional.lamb(mine[0], mine[1], mine[2], mine[3], **kwargs)
-            for a, b, what in zip(mine, ref, ("param", "grad", "exp_avg", "exp_avg_sq")):
-                assert_same_bits(a, b, f"{what}, {isa}")
-    finally:
-        _kernels.set_isa(before)
+    assert_every_isa_gives_from(fastopt.functional.lamb, start, kwargs, ref)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
@@ -367,7 +367,6 @@ def test_nadam_divides_plainly_where_the_shared_divisor_is_inexact(case, dtype):
     AVX-512 (fo_cdiv_make_shared), exact only for dividends and a denominator in the
     ranges its blocks note; outside them (nadam_shared_divisor_case) the block
     divides, and every instruction set gives the reference's bits."""
-    from fastopt import _kernels
     n = 3000
     rng = np.random.default_rng(9)
     start, eps, picks = nadam_shared_divisor_case(case, dtype, n, rng)
@@ -385,17 +384,7 @@ def test_nadam_divides_plainly_where_the_shared_divisor_is_inexact(case, dtype):
         assert np.mean(np.isinf(moved)) > 0.5
     else:
         assert np.all(np.isfinite(moved)) and np.all(moved != 0)
-    before = _kernels.get_isa()
-    try:
-        for isa in _kernels.isa_available():
-            _kernels.set_isa(isa)
-            mine = [a.copy() for a in start]
-            with np.errstate(all="ignore"):
-                fastopt.functional.nadam(mine[0], mine[1], mine[2], mine[3], **kwargs)
-            for a, b, what in zip(mine, ref, ("param", "grad", "exp_avg", "exp_avg_sq")):
-                assert_same_bits(a, b, f"{what}, {isa}")
-    finally:
-        _kernels.set_isa(before)
+    assert_every_isa_gives_from(fastopt.functional.nadam, start, kwargs, ref)
 
 
 @pytest.mark.parametrize("beta2,step", [(1.0, 1.0), (2.0, 1.0), (-1e50, 1.0), (-1e300, 3.0),

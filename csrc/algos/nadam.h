@@ -46,16 +46,6 @@ static FO_INLINE T FN(nadam_update)(T x, T d, T mi, T vi, T bc2, FN(fo_cdiv) bc2
                                     FN(fo_cdiv_acc) *low, FN(fo_cdiv_acc) *dtop,
                                     FN(fo_cdiv_acc) *dlow, const int FAST)
 {
-    if (FAST && FO_NADAM_SHARED) {
-        FN(fo_cdiv_note)(vi, top, low);
-        const T denom = SQRT(FN(fo_div_const_checked)(vi, bc2k)) + eps;
-        FN(fo_cdiv_divisor_note)(denom, dtop, dlow);
-        const FN(fo_cdiv) dk = FN(fo_cdiv_make_shared)(denom);
-        const T a = c_grad * d, b = c_avg * mi;
-        FN(fo_cdiv_note2)(a, b, top, low);
-        x = x + FN(fo_div_const_checked)(a, dk);
-        return x + FN(fo_div_const_checked)(b, dk);
-    }
     T q;
     if (FAST) {
         FN(fo_cdiv_note)(vi, top, low);
@@ -64,6 +54,14 @@ static FO_INLINE T FN(nadam_update)(T x, T d, T mi, T vi, T bc2, FN(fo_cdiv) bc2
         q = vi / bc2;
     }
     const T denom = SQRT(q) + eps;
+    if (FAST && FO_NADAM_SHARED) {
+        FN(fo_cdiv_divisor_note)(denom, dtop, dlow);
+        const FN(fo_cdiv) dk = FN(fo_cdiv_make_shared)(denom);
+        const T a = c_grad * d, b = c_avg * mi;
+        FN(fo_cdiv_note2)(a, b, top, low);
+        x = x + FN(fo_div_const_checked)(a, dk);
+        return x + FN(fo_div_const_checked)(b, dk);
+    }
     x = x + (c_grad * d) / denom;
     return x + (c_avg * mi) / denom;
 }

@@ -646,6 +646,22 @@ def test_bench_smoke(tmp_path):
             assert row["floor_first_us"] is None
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.name)
+def test_bench_times_steps_from_the_steady_step(algorithm):
+    # RAdam skips its square root and division for its first five steps, and a large
+    # case runs only a dozen steps: its timed steps must not be those (nor torch's).
+    from fastopt import bench
+    case = bench.Case(algorithm, np.float32, 64, 1)
+    for name in ("fastopt", "torch"):
+        if name in case.calls:
+            case.calls[name]()
+    if algorithm.tracks_step:
+        assert case.optimizer.state[0]["step"] == bench.TIMED_STEP
+    if case.torch_path is not None:
+        steps = [float(s["step"]) for s in case.torch_optimizer.state.values() if "step" in s]
+        assert steps == ([bench.TIMED_STEP] if algorithm.tracks_step else [])
+
+
 def test_two_pass_bound_adds_the_passes_bounds(monkeypatch):
     # The writing pass cannot start before the first pass's sums are complete, so each
     # pass takes at least the longer of its memory time and its divider time.

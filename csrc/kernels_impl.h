@@ -501,6 +501,7 @@ static FO_INLINE void FN(fo_lane_sumsq2)(const T *restrict x, const T *restrict 
 #define FO_OPT3(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
 #define FO_OPT4(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
 #define FO_OPT5(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
+#define FO_OPT6(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
 #endif
 
 #include "algos/sgd.h"

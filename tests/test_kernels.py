@@ -387,6 +387,41 @@ def test_nadam_divides_plainly_where_the_shared_divisor_is_inexact(case, dtype):
     assert_every_isa_gives_from(fastopt.functional.nadam, start, kwargs, ref)
 
 
+@pytest.mark.parametrize("step", [3, 10], ids=["warm-up", "rectified"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_radam_divides_plainly_where_the_first_moment_is_out_of_range(dtype, step):
+    """RAdam's FMA division of the new first moment by its bias correction (float64
+    on AVX-512) is exact only in the dividends' range of fo_cdiv_note; a block holding
+    a moment outside it is computed again with the division.  Every third gradient
+    is a few times the smallest normal, its moment and quotient subnormal (the FMA form
+    gets some of those an ulp off); with lr 1 and the parameter 0 there
+    the quotient's bits reach the parameter, in the warm-up steps (parameter minus the
+    quotient) and once the rectification is on (times the adaptive rate, which a
+    second moment of zero and a tiny eps make large)."""
+    info = np.finfo(dtype)
+    n = 3000
+    rng = np.random.default_rng(11)
+    param = rng.uniform(-1, 1, n).astype(dtype)
+    grad = (rng.standard_normal(n) * 1e-2).astype(dtype)
+    exp_avg = (rng.standard_normal(n) * 1e-3).astype(dtype)
+    exp_avg_sq = (rng.random(n) * 1e-5).astype(dtype)
+    picks = np.arange(2, n, 3)
+    grad[picks] = (float(info.tiny) * rng.uniform(1, 9.99, picks.size)
+                   * rng.choice([-1, 1], picks.size)).astype(dtype)
+    exp_avg[picks] = 0
+    exp_avg_sq[picks] = 0
+    param[picks] = 0
+    eps = float(info.tiny) * 1e-3 * 2.0 ** info.nmant
+    kwargs = dict(step=step, lr=1.0, betas=(0.9, 0.999), eps=eps, weight_decay=0.0,
+                  decoupled_weight_decay=False, maximize=False)
+    start = [param, grad, exp_avg, exp_avg_sq]
+    ref = [a.copy() for a in start]
+    fastopt.reference.radam(*ref, **kwargs)
+    assert np.all(np.abs(ref[2][picks]) < info.tiny) and np.all(ref[2][picks] != 0)
+    assert np.all(ref[0][picks] != 0) and np.all(np.isfinite(ref[0]))
+    assert_every_isa_gives_from(fastopt.functional.radam, start, kwargs, ref)
+
+
 @pytest.mark.parametrize("beta2,step", [(1.0, 1.0), (2.0, 1.0), (-1e50, 1.0), (-1e300, 3.0),
                                         (1 - 2.0**-53, 1.0)])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])

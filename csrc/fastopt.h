@@ -174,4 +174,10 @@ void fo_set_flush_denormal(int on);
 int fo_get_flush_denormal(void);
 int fo_flush_supported(void);
 
+/* Whether the kernels that take a division's FMA form in blocks may trust the
+ * floating-point exception flags to tell them which blocks to divide again (found at
+ * load; false under an emulator that does not raise them, where every block
+ * divides). */
+int fo_fpflags_checked(void);
+
 #endif

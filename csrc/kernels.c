@@ -204,6 +204,83 @@ static double fo_pow(double x, double y)
 }
 #define pow fo_pow
 
+/* The floating-point status flags of the calling thread, for the kernels that take a
+ * division's FMA form in blocks and divide a block again where one of its operations
+ * raised invalid, denormal operand, divide-by-zero, overflow or underflow (see
+ * fo_div_const_checked in kernels_impl.h).  A kernel clears the flags once
+ * (fo_fpflags_begin) and reads them after each block (fo_fpflags_clean: one read of
+ * the status register); after dividing a block that raised one it clears them again
+ * (fo_fpflags_reset), so that the next block is judged by its own operations.  On
+ * return it puts back the flags it found together with those its operations raised
+ * (fo_fpflags_end), as a kernel that divides would leave them.
+ *
+ * The flags are trusted only where the library's load found an operation of each
+ * kind raising its flag (fo_fpflags_probe): an emulator may not keep them (under
+ * valgrind none is ever raised), and there, as on a build without SSE, every block
+ * reads as raised and divides. */
+#define FO_FP_RAISED 0x1fu   /* invalid, denormal, divide-by-zero, overflow, underflow */
+#define FO_FP_ALL 0x3fu      /* and inexact */
+typedef struct {
+    unsigned int entry, raised;
+    int trusted;
+} fo_fpflags;
+static int fo_fpflags_trusted = 0;
+int fo_fpflags_checked(void) { return fo_fpflags_trusted; }
+#if defined(__SSE2__)
+__attribute__((constructor)) static void fo_fpflags_probe(void)
+{
+    const unsigned int csr = _mm_getcsr();
+    static const unsigned int flag[5] = {0x10u, 0x02u, 0x08u, 0x01u, 0x04u};
+    volatile double tiny = 0x1p-1000, subnormal = 0x1p-1070, huge = 0x1p1000;
+    volatile double inf = INFINITY, zero = 0, r;
+    int all = 1;
+    for (int k = 0; k < 5; k++) {
+        _mm_setcsr(0x1f80u);    /* exceptions masked, no flush to zero, flags clear */
+        switch (k) {
+        case 0: r = tiny * tiny; break;       /* underflow */
+        case 1: r = subnormal + 1.0; break;   /* denormal operand */
+        case 2: r = huge * huge; break;       /* overflow */
+        case 3: r = inf - inf; break;         /* invalid */
+        default: r = 1.0 / zero; break;       /* divide-by-zero */
+        }
+        all &= (_mm_getcsr() & flag[k]) != 0;
+    }
+    (void)r;
+    _mm_setcsr(csr);
+    fo_fpflags_trusted = all;
+}
+static FO_INLINE fo_fpflags fo_fpflags_begin(void)
+{
+    const unsigned int csr = _mm_getcsr();
+    const fo_fpflags f = {csr, 0, fo_fpflags_trusted};
+    _mm_setcsr(csr & ~FO_FP_ALL);
+    return f;
+}
+static FO_INLINE int fo_fpflags_clean(const fo_fpflags *f)
+{
+    return f->trusted && !(_mm_getcsr() & FO_FP_RAISED);
+}
+static FO_INLINE void fo_fpflags_reset(fo_fpflags *f)
+{
+    const unsigned int csr = _mm_getcsr();
+    f->raised |= csr & FO_FP_ALL;
+    _mm_setcsr(csr & ~FO_FP_ALL);
+}
+static FO_INLINE void fo_fpflags_end(fo_fpflags f)
+{
+    _mm_setcsr(f.entry | f.raised | (_mm_getcsr() & FO_FP_ALL));
+}
+#else
+static FO_INLINE fo_fpflags fo_fpflags_begin(void)
+{
+    const fo_fpflags f = {0, 0, 0};
+    return f;
+}
+static FO_INLINE int fo_fpflags_clean(const fo_fpflags *f) { return f->trusted; }
+static FO_INLINE void fo_fpflags_reset(fo_fpflags *f) { (void)f; }
+static FO_INLINE void fo_fpflags_end(fo_fpflags f) { (void)f; }
+#endif
+
 /* The baseline instantiation: names end in _f32 / _f64.  It divides plainly
  * (FO_FAST_CDIV 0; see fo_div_sqrt_const in kernels_impl.h): the other instruction
  * sets fall back on it for divisors outside the range their correction needs. */

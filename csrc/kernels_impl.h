@@ -108,8 +108,8 @@ static FO_INLINE FN(fo_cdiv) FN(fo_cdiv_make)(T c)
  * error near 2u**2, as fo_cdiv_make's second division leaves), so that
  * fo_div_const_checked divides every dividend by b with the bits of the division
  * (Markstein's theorem, as for fo_div_sqrt_const): one division for the divisor,
- * none per dividend.  b must be in fo_cdiv_ok's range, which a block checks with
- * fo_cdiv_divisor_note, and the dividends in theirs.  Checked against the division
+ * none per dividend.  A block checks b with fo_cdiv_divisor_note and its flags
+ * (below).  Checked against the division
  * for double on 3 * 10**8 random pairs over both ranges and at their ends, and for
  * float with every divisor mantissa and 128 dividends each (standalone programs, not
  * in the tree). */
@@ -154,11 +154,9 @@ static FO_INLINE T FN(fo_div_sqrt_const)(T x, FN(fo_cdiv) k)
 #endif
 }
 
-/* x / c for an x in the dividends' range (below), c having passed fo_cdiv_ok: the
- * result of fo_div_sqrt_const without its select.  Such an x is zero, or finite with a
- * normal quotient, where q1 is not zero and the correction is not NaN, so the select
- * returns the correction, and for zero x * zh, which is x.  The two kernels that check
- * their dividends' range (LAMB, NAdam) save the select's comparisons: float32 LAMB at
+/* x / c, c having passed fo_cdiv_ok, where the block's flags say so (below): the
+ * result of fo_div_sqrt_const without its select.  The kernels that check their
+ * blocks (LAMB, NAdam, RAdam) save the select's comparisons: float32 LAMB at
  * 65,536 elements 0.79 of the division's time with it, where with the select it was
  * 1.19 (AVX-512, side by side).  Nor is there a select for zero: the correction takes
  * x's sign (c > 0, so a quotient has x's sign, and for a zero x the correction is a
@@ -178,78 +176,39 @@ static FO_INLINE T FN(fo_div_const_checked)(T x, FN(fo_cdiv) k)
 #undef FO_FMA
 #undef FO_COPYSIGN
 
-/* The dividends for which fo_div_sqrt_const(x, c), c having passed fo_cdiv_ok, is x / c
- * when x need not be a square root: zero, or |x| within 2**-90..2**90 (float) or
- * 2**-950..2**950 (double), where neither the remainder nor the quotient can
- * underflow and nothing overflows (the remainder x - q1*c is a multiple of
- * ulp(q1)*ulp(c), representable down to |x| of about 2**-102 in float, 2**-970 in
- * double; a normal quotient needs |x| >= 2**-126 * c); not NaN or infinities.
- * Checked for float against the division for every float in that range and twelve
- * divisors including both ends of fo_cdiv_ok's, and for double on 2 * 10**8 random
- * pairs (standalone programs, not in the tree).
- *
- * A kernel checks a block of dividends at once: FO_CDIV_RANGE_INIT, fo_cdiv_note for
- * each, fo_cdiv_range_ok at the end.  With AVX-512 the block keeps two running
- * extremes of the magnitudes' bits: the largest (a NaN's or an infinity's bits exceed
- * any finite value's) and the smallest less one (a zero's wraps around to the largest
- * value, so zeros never count): four integer vector operations per dividend, where
- * testing each one took five comparisons and mask operations and a flag to combine
- * (LAMB float32 3 to 6% faster per pass).  AVX2 has no unsigned 64-bit minimum or
- * maximum (emulated, LAMB and NAdam float64 took 1.1x as long), so there each
- * dividend is tested (fo_cdiv_in_range) and an int flag kept in `top`, one test of a
- * pair for LAMB's two moments (fo_cdiv_note2): the form GCC vectorized best there. */
-#if FO_FAST_CDIV == 2
-typedef FN(fo_bits) FN(fo_cdiv_acc);
-#else
-typedef int FN(fo_cdiv_acc);
-#endif
-#define FO_CDIV_RANGE_INIT(top, low) FN(fo_cdiv_acc) top = 0, low = ~(FN(fo_cdiv_acc))0
-#if FO_T_F64
-#define FO_CDIV_HI 0x1p950
-#define FO_CDIV_LO 0x1p-950
-#else
-#define FO_CDIV_HI 0x1p90f
-#define FO_CDIV_LO 0x1p-90f
-#endif
-static FO_INLINE int FN(fo_cdiv_in_range)(T x)
-{
-    const T a = FABS(x);
-    return (x == 0) | ((a >= FO_CDIV_LO) & (a <= FO_CDIV_HI));
-}
-static FO_INLINE void FN(fo_cdiv_note)(T x, FN(fo_cdiv_acc) *top, FN(fo_cdiv_acc) *low)
-{
-#if FO_FAST_CDIV == 2
-    FN(fo_bits) b = FN(fo_bits_of)(x) & ~((FN(fo_bits))1 << (8 * sizeof(T) - 1));
-    *top = b > *top ? b : *top;
-    b -= 1;
-    *low = b < *low ? b : *low;
-#else
-    *top |= !FN(fo_cdiv_in_range)(x);
-    (void)low;
-#endif
-}
-static FO_INLINE void FN(fo_cdiv_note2)(T x, T y, FN(fo_cdiv_acc) *top,
-                                       FN(fo_cdiv_acc) *low)
-{
-#if FO_FAST_CDIV == 2
-    FN(fo_cdiv_note)(x, top, low);
-    FN(fo_cdiv_note)(y, top, low);
-#else
-    *top |= !(FN(fo_cdiv_in_range)(x) & FN(fo_cdiv_in_range)(y));
-    (void)low;
-#endif
-}
-static FO_INLINE int FN(fo_cdiv_range_ok)(FN(fo_cdiv_acc) top, FN(fo_cdiv_acc) low)
-{
-#if FO_FAST_CDIV == 2
-    return top <= FN(fo_bits_of)(FO_CDIV_HI) && low >= FN(fo_bits_of)(FO_CDIV_LO) - 1;
-#else
-    (void)low;
-    return top == 0;
-#endif
-}
-#undef FO_CDIV_HI
-#undef FO_CDIV_LO
+/* When fo_div_const_checked is the division.  By Markstein's theorem its result is
+ * the quotient's bits when its operations neither underflow nor overflow, and near
+ * either end of the range it may be an ulp off.  A kernel learns which from the
+ * floating-point status flags instead of from its operands: it computes a block of
+ * quotients the FMA way, then reads the sticky exception flags (fo_fpflags_clean,
+ * kernels.c), and computes a block in which any operation raised invalid, denormal
+ * operand, divide-by-zero, overflow or underflow again with the divisions.  In a
+ * block that raised none of them, for a divisor c that passed fo_cdiv_ok (or a shared
+ * one, below):
+ *   - x = +-0: the quotient is a zero, and the sign copied from x is the division's.
+ *   - x a quiet NaN (a signalling one raises invalid): every operation returns x's
+ *     NaN, quieted, with x's sign: the division's.
+ *   - x infinite: x * zl is inf * 0 or the remainder inf - inf (invalid), so this
+ *     never passes.
+ *   - otherwise x is normal (a subnormal operand raises denormal), and so are q1 and
+ *     the remainder's inputs (a tiny result is either inexact, raising underflow, or
+ *     exact and then a subnormal operand of the next operation).  q1 is within an ulp
+ *     of x/c and zh is 1/c rounded, so the remainder x - q1*c, rounded once in its
+ *     FMA, is exact (an inexact tiny one raises underflow), and the correction is
+ *     x/c rounded: by the theorem where it is normal; where it is subnormal it is
+ *     exact (else underflow), and it lies within |remainder| * |1/c - zh|, far less
+ *     than half the subnormal spacing, of x/c, so it is x/c rounded too.
+ * The flags cost one read of the status register per block, where testing the
+ * dividends' range took four vector operations for each (NAdam float64 on AVX-512
+ * 0.86 of the time at 65,536 elements, 0.87 at 16,000,000; LAMB float32 0.83 to
+ * 0.98 per pass; side by side).  Checked against the division, with the flags read as
+ * the kernels read them, for every float dividend with five divisors (2**-32 and the
+ * largest float under 2**32 among them), for 1.9 * 10**9 random double dividends
+ * over the whole range with four divisors, and for shared divisors (below) on 10**9 random pairs of each type,
+ * half with exponents within 64 of each other, subnormals, zeros, infinities and NaN
+ * included (a standalone program, not in the tree).  Blocks whose other arithmetic
+ * raises one of the flags (a gradient whose square underflows, moments decayed into
+ * the subnormals) divide too: the same results, at the division's speed. */
 
 /* The divisors the FMA form takes: 2**-32..2**32 (float), 2**-64..2**64 (double). */
 #if FO_T_F64
@@ -265,36 +224,38 @@ static FO_INLINE int FN(fo_cdiv_ok)(T c)
 {
     return c >= FO_CDIV_DIVISOR_LO && c <= FO_CDIV_DIVISOR_HI;
 }
+#undef FO_CDIV_DIVISOR_HI
+#undef FO_CDIV_DIVISOR_LO
 
-/* A block of shared divisors (fo_cdiv_make_shared) checked against fo_cdiv_ok's
- * range like the dividends: on AVX-512 the largest and the smallest bits (a NaN's, an
- * infinity's and a negative number's, -0 included, exceed the upper limit's),
- * elsewhere an int flag in `top`.  FO_CDIV_RANGE_INIT starts the pair,
- * fo_cdiv_divisors_ok ends it. */
-static FO_INLINE void FN(fo_cdiv_divisor_note)(T b, FN(fo_cdiv_acc) *top,
-                                               FN(fo_cdiv_acc) *low)
+/* A divisor that several dividends share (fo_cdiv_make_shared), computed in the
+ * block: its reciprocal's operations raise a flag for a zero, an infinity, a
+ * subnormal, or one whose reciprocal is not normal, but not for a NaN or a negative
+ * number, whose quotients would take x's sign or NaN in place of the division's.
+ * A block keeps the largest of its divisors' bits, which exceed an infinity's for
+ * exactly those (fo_cdiv_divisors_ok): one vector operation per divisor on AVX-512;
+ * elsewhere an int flag and two comparisons. */
+#if FO_FAST_CDIV == 2
+typedef FN(fo_bits) FN(fo_cdiv_acc);
+#else
+typedef int FN(fo_cdiv_acc);
+#endif
+static FO_INLINE void FN(fo_cdiv_divisor_note)(T b, FN(fo_cdiv_acc) *top)
 {
 #if FO_FAST_CDIV == 2
     const FN(fo_bits) bits = FN(fo_bits_of)(b);
     *top = bits > *top ? bits : *top;
-    *low = bits < *low ? bits : *low;
 #else
-    *top |= !((b >= FO_CDIV_DIVISOR_LO) & (b <= FO_CDIV_DIVISOR_HI));
-    (void)low;
+    *top |= !((b >= 0) & (b <= (T)INFINITY));
 #endif
 }
-static FO_INLINE int FN(fo_cdiv_divisors_ok)(FN(fo_cdiv_acc) top, FN(fo_cdiv_acc) low)
+static FO_INLINE int FN(fo_cdiv_divisors_ok)(FN(fo_cdiv_acc) top)
 {
 #if FO_FAST_CDIV == 2
-    return top <= FN(fo_bits_of)(FO_CDIV_DIVISOR_HI)
-           && low >= FN(fo_bits_of)(FO_CDIV_DIVISOR_LO);
+    return top <= FN(fo_bits_of)((T)INFINITY);
 #else
-    (void)low;
     return top == 0;
 #endif
 }
-#undef FO_CDIV_DIVISOR_HI
-#undef FO_CDIV_DIVISOR_LO
 
 /* In a kernel that calls fo_div_sqrt_const(x, c): run the baseline instantiation
  * instead when c is outside the range the correction needs. */

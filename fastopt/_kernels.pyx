@@ -83,6 +83,7 @@ cdef extern from "fastopt.h" nogil:
     void fo_set_flush_denormal(int on)
     int fo_get_flush_denormal()
     int fo_flush_supported()
+    int fo_fpflags_checked()
 
 
 cdef dict _INDEX = {}
@@ -456,6 +457,16 @@ def set_flush_denormal(bint on):
 def get_flush_denormal():
     """Whether kernels flush subnormals to zero (see :func:`set_flush_denormal`)."""
     return bool(fo_get_flush_denormal())
+
+
+def fpflags_checked():
+    """Whether the kernels that divide by the FMA operations (LAMB, NAdam, float64
+    RAdam) read the floating-point exception flags after each block to find the
+    blocks that must divide.  True on x86-64 hardware; false where this library was
+    loaded under an emulator that does not raise the flags (valgrind), and on other
+    architectures, where those kernels divide every block (same results, the
+    division's speed)."""
+    return bool(fo_fpflags_checked())
 
 
 def _stream(cnp.ndarray param, cnp.ndarray grad, list state, int num_threads=0,

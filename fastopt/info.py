@@ -28,6 +28,7 @@ def describe() -> dict:
         "chunk_elements": _kernels.chunk_elements(),
         "load_aware_threads": _kernels.get_load_aware_threads(),
         "flush_denormal": _kernels.get_flush_denormal(),
+        "fpflags_checked": _kernels.fpflags_checked(),
     }
 
 
@@ -48,6 +49,9 @@ def main(argv) -> int:
     else:
         print("threads: built without OpenMP, every step runs on the calling thread")
     print(f"flush subnormals to zero: {'on' if info['flush_denormal'] else 'off'}")
+    print("FMA division checks: " + ("exception flags read after each block"
+                                     if info["fpflags_checked"] else
+                                     "exception flags not raised here, every block divides"))
     print("algorithms:")
     for algorithm in ALGORITHMS.values():
         print(f"  {algorithm.name:<10} {algorithm.cls_name:<10} {algorithm.summary}")

@@ -7,6 +7,7 @@ operations in its order and precision, so the comparison is exact: any differenc
 real divergence, never rounding.
 """
 import inspect
+import platform
 
 import numpy as np
 import pytest
@@ -174,9 +175,10 @@ def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_s
     """Adam, AdamW, AdaBelief and Adan divide the square root of their second moment
     by its bias correction without the divider on AVX-512, and for float64 on AVX2
     (fo_div_sqrt_const in kernels_impl.h); LAMB and NAdam divide their new moments by
-    their corrections so where they are in range (fo_div_const_checked), and plainly
-    where not (a NaN or an infinity among them must take the division); RAdam divides
-    by its correction, and every kernel by the loss scale, plainly.
+    their corrections so, and float64 RAdam on AVX-512 its first moment
+    (fo_div_const_checked), in blocks whose operations raise no exception flag, and
+    plainly in the others (an infinity or a subnormal among them must take the
+    division); every kernel divides by the loss scale plainly.
     On every instruction set, gradients and state full of zeros, subnormals, huge
     values, infinities and NaN give the reference's bits."""
     from fastopt import _kernels
@@ -243,9 +245,9 @@ def assert_every_isa_gives(function, param, grad, kwargs, expected):
 @pytest.mark.parametrize("n", [3000, 140_000])
 def test_lamb_divides_plainly_where_a_moment_is_out_of_range(dtype, n):
     """LAMB's FMA division by a bias correction (float64 on AVX-512 and AVX2, float32
-    on AVX-512) is exact only for new moments in the dividends' range of
-    fo_cdiv_note; a block holding one outside it is computed again with the
-    division.  A subnormal new moment (beta1 = 0.5, so exp_avg' = grad / 2)
+    on AVX-512) is exact only where its operations do not underflow; a block in which
+    an operation raises an exception flag (here underflow and denormal operands) is
+    computed again with the division.  A subnormal new moment (beta1 = 0.5, so exp_avg' = grad / 2)
     over the correction 0.75 (step 2) is a quotient the FMA form gets wrong by an
     ulp; with the parameter 0 there, the step writes that quotient's bits into it."""
     tiny = np.finfo(dtype).tiny            # exp_avg' = tiny / 2: subnormal
@@ -287,9 +289,9 @@ def test_lamb_keeps_the_sign_of_a_zero_moment(dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_nadam_divides_plainly_where_the_second_moment_is_out_of_range(dtype):
     """NAdam's FMA division of the new second moment by its bias correction
-    (float64 on AVX-512 and AVX2, float32 on AVX-512) is exact only in the
-    dividends' range of fo_cdiv_note; a block holding a moment outside it is
-    computed again with the division.  Gradients
+    (float64 on AVX-512 and AVX2, float32 on AVX-512) is exact only where its
+    operations do not underflow; a block in which an operation raises an exception
+    flag is computed again with the division.  Gradients
     whose squares are subnormal give subnormal moments and quotients, which the FMA
     form gets wrong by an ulp for some; with eps 0 and the parameter 0 there, the
     quotient's square root divides the update, so its bits reach the parameter."""
@@ -318,15 +320,14 @@ def test_nadam_divides_plainly_where_the_second_moment_is_out_of_range(dtype):
 def nadam_shared_divisor_case(case, dtype, n, rng):
     """Start (param, grad, exp_avg, exp_avg_sq) and eps for one of the cases at the
     edges of NAdam's FMA division by a shared denominator (double on AVX-512):
-    "small dividends" (the gradient terms below the dividends' range: the remainder's
-    last bits lost to underflow, some quotients an ulp off), "large divisor" (a denom
-    above the divisors' range, quotients subnormal) and "small divisor" (eps 0 and a
-    denom below that range, quotients that overflow: NaN for the FMA form).  Every
-    third element is such a case, with parameter 0 so that its quotients' bits reach
-    it; the rest are ordinary values.  Without the block's check of the dividends
-    the first case fails, without that of the denominators the third (checked); the
-    FMA form happens to give the second's subnormal quotients exactly, but the range
-    is fo_cdiv_ok's, proved for normal quotients only."""
+    "small dividends" (gradient terms near the smallest normal: the remainder's last
+    bits lost to underflow, some quotients an ulp off), "large divisor" (a denom of
+    1e25 or 1e50, quotients subnormal) and "small divisor" (eps 0 and a tiny denom,
+    quotients that overflow: NaN for the FMA form).  Every third element is such a
+    case, with parameter 0 so that its quotients' bits reach it; the rest are
+    ordinary values.  Without the blocks' check of their exception flags the first
+    and the third case fail (checked); the second's subnormal quotients the FMA form
+    gives exactly wherever it raises no flag."""
     single = dtype == np.float32
     huge = 1e25 if single else 1e50
     param = rng.uniform(-1, 1, n).astype(dtype)
@@ -352,9 +353,8 @@ def nadam_shared_divisor_case(case, dtype, n, rng):
         eps = 0.0
         grad[picks] = 0
         exp_avg_sq[picks] = 1 / huge
-        # c_avg * exp_avg' (about 3.4e-3 * exp_avg) inside the dividends' range,
-        # 2**-90..2**90 (float) or 2**-950..2**950 (double), over a denom near 4e-13
-        # (float) or 1.3e-25 (double)
+        # c_avg * exp_avg' (about 3.4e-3 * exp_avg) of 2**87 or more (float) or
+        # 2**940 (double), over a denom near 4e-13 (float) or 1.3e-25 (double)
         low, spread = (8e28, 4.5) if single else (3e285, 800)
         exp_avg[picks] = (low * rng.uniform(1, spread, k)).astype(dtype)
     return [param, grad, exp_avg, exp_avg_sq], eps, picks
@@ -364,9 +364,9 @@ def nadam_shared_divisor_case(case, dtype, n, rng):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_nadam_divides_plainly_where_the_shared_divisor_is_inexact(case, dtype):
     """NAdam's two divisions by one denominator share its reciprocal for double on
-    AVX-512 (fo_cdiv_make_shared), exact only for dividends and a denominator in the
-    ranges its blocks note; outside them (nadam_shared_divisor_case) the block
-    divides, and every instruction set gives the reference's bits."""
+    AVX-512 (fo_cdiv_make_shared), exact only where its operations neither underflow
+    nor overflow; where one raises an exception flag (nadam_shared_divisor_case) the
+    block divides, and every instruction set gives the reference's bits."""
     n = 3000
     rng = np.random.default_rng(9)
     start, eps, picks = nadam_shared_divisor_case(case, dtype, n, rng)
@@ -387,12 +387,61 @@ def test_nadam_divides_plainly_where_the_shared_divisor_is_inexact(case, dtype):
     assert_every_isa_gives_from(fastopt.functional.nadam, start, kwargs, ref)
 
 
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="the FMA division's checks read x86's exception flags")
+def test_exception_flags_are_trusted_on_x86_hardware():
+    """The load probes that an operation of each kind raises its exception flag; on
+    x86-64 hardware (not an emulator that drops them) it must find they do, or LAMB,
+    NAdam and float64 RAdam would divide every block, and `fastopt info` says which."""
+    from fastopt import _kernels, info
+    assert _kernels.fpflags_checked() is True
+    assert info.describe()["fpflags_checked"] is True
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_nadam_gives_the_divisions_nan_where_the_denominator_is_nan(dtype):
+    """A NaN denominator raises no exception flag, and with it the shared reciprocal's
+    quotients would be NaN with the dividend's sign where the division's NaN has the
+    denominator's; NAdam's blocks also check their denominators' bits, so the
+    results have the reference's bits, NaN included (a positive NaN second moment
+    under negative gradient terms)."""
+    n = 3000
+    rng = np.random.default_rng(12)
+    param = rng.uniform(-1, 1, n).astype(dtype)
+    grad = (rng.standard_normal(n) * 1e-2).astype(dtype)
+    exp_avg = (rng.standard_normal(n) * 1e-3).astype(dtype)
+    exp_avg_sq = (rng.random(n) * 1e-5).astype(dtype)
+    picks = np.arange(4, n, 5)
+    exp_avg_sq[picks] = np.nan
+    grad[picks] = np.abs(grad[picks])        # c_grad < 0: negative dividends
+    exp_avg[picks] = np.abs(exp_avg[picks])
+    kwargs = dict(step=3, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                  momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
+                  mu_product=0.9 * 0.95)
+    start = [param, grad, exp_avg, exp_avg_sq]
+    ref = [a.copy() for a in start]
+    fastopt.reference.nadam(*ref, **kwargs)
+    assert np.all(np.isnan(ref[0][picks])) and not np.any(np.signbit(ref[0][picks]))
+    from fastopt import _kernels
+    before = _kernels.get_isa()
+    try:
+        for isa in _kernels.isa_available():
+            _kernels.set_isa(isa)
+            mine = [a.copy() for a in start]
+            fastopt.functional.nadam(*mine, **kwargs)
+            for a, b, what in zip(mine, ref, ("param", "grad", "exp_avg", "exp_avg_sq")):
+                assert a.tobytes() == b.tobytes(), f"{what}, {isa}"
+    finally:
+        _kernels.set_isa(before)
+
+
 @pytest.mark.parametrize("step", [3, 10], ids=["warm-up", "rectified"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_radam_divides_plainly_where_the_first_moment_is_out_of_range(dtype, step):
     """RAdam's FMA division of the new first moment by its bias correction (float64
-    on AVX-512) is exact only in the dividends' range of fo_cdiv_note; a block holding
-    a moment outside it is computed again with the division.  Every third gradient
+    on AVX-512) is exact only where its operations do not underflow; a block in which
+    an operation raises an exception flag is computed again with the division.  Every
+    third gradient
     is a few times the smallest normal, its moment and quotient subnormal (the FMA form
     gets some of those an ulp off); with lr 1 and the parameter 0 there
     the quotient's bits reach the parameter, in the warm-up steps (parameter minus the

@@ -15,10 +15,9 @@
  * Pass 1 computes u without storing anything; pass 2 computes it again, identically.
  * Where FO_CDIV_ON, the divisions by the bias corrections take the FMA form of
  * fo_div_const_checked (the division's bits without the divide unit: three divisions
- * and a square root per element and pass become one and one) where both new moments
- * lie in the dividends' range (fo_cdiv_note); a block (a tile in pass 1) with one
- * that does not is computed again with the divisions, pass 2 from the new moments it has
- * written and the parameter it kept.
+ * and a square root per element and pass become one and one); a block (a tile in pass
+ * 1) whose operations raise an exception flag but inexact is computed again with the
+ * divisions, pass 2 from the new moments it has written and the parameter it kept.
  *
  * buffers: param grad exp_avg exp_avg_sq
  * hyper:   step lr beta1 beta2 eps weight_decay maximize grad_scale
@@ -49,14 +48,11 @@ static FO_INLINE T FN(lamb_divided)(const FN(lamb_consts) *c, T m, T v)
 }
 
 /* u for one element, and the moments it comes from.  With FAST the two divisions by
- * the bias corrections take the FMA form of fo_div_const_checked, which is the
- * division when both new moments lie in the dividends' range; they are noted in
- * `*top` and `*low` (fo_cdiv_note2), and the caller computes a block again without
- * FAST when fo_cdiv_range_ok says one does not. */
+ * the bias corrections take the FMA form of fo_div_const_checked, and the caller
+ * computes a block again without FAST when its flags say to (fo_fpflags_clean). */
 static FO_INLINE T FN(lamb_direction)(const FN(lamb_consts) *c, T grad, T x, T m_old,
-                                      T v_old, T *m_new, T *v_new,
-                                      FN(fo_cdiv_acc) *top, FN(fo_cdiv_acc) *low,
-                                      const int FAST, const int WD, const int SCALED)
+                                      T v_old, T *m_new, T *v_new, const int FAST,
+                                      const int WD, const int SCALED)
 {
     T d = FN(fo_grad)(grad, c->sign, c->scale, SCALED);
     T m = m_old * c->beta1 + c->one_minus_beta1 * d;
@@ -65,7 +61,6 @@ static FO_INLINE T FN(lamb_direction)(const FN(lamb_consts) *c, T grad, T x, T m
     *v_new = v;
     T u;
     if (FAST) {
-        FN(fo_cdiv_note2)(m, v, top, low);
         u = FN(fo_div_const_checked)(m, c->bc1k) /
             (SQRT(FN(fo_div_const_checked)(v, c->bc2k)) + c->eps);
     } else {
@@ -82,23 +77,27 @@ static FO_INLINE void FN(lamb_sums_body)(const T *restrict p, const T *restrict 
 {
     double param_sq[FO_SUM_LANES] = {0}, update_sq[FO_SUM_LANES] = {0};
     T u[FO_SUM_TILE];
+    fo_fpflags flags = {0, 0, 0};
+    if (FAST) flags = fo_fpflags_begin();
     for (int64_t start = begin; start < end; start += FO_SUM_TILE) {
         const int64_t n = end - start < FO_SUM_TILE ? end - start : FO_SUM_TILE;
-        FO_CDIV_RANGE_INIT(top, low);
         FO_FOR(i, start, start + n, p, g, m, v, NULL, NULL, NULL, NULL) {
             T mn, vn;
-            u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn, &top,
-                                              &low, FAST, WD, SCALED);
+            u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn, FAST, WD,
+                                              SCALED);
         }
-        if (FAST && !FN(fo_cdiv_range_ok)(top, low))
-            /* a moment out of the FMA form's range: divide this tile */
+        if (FAST && !fo_fpflags_clean(&flags)) {
+            /* an operation raised a flag: divide this tile */
             for (int64_t i = start; i < start + n; i++) {
                 T mn, vn;
-                u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn,
-                                                  &top, &low, 0, WD, SCALED);
+                u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn, 0,
+                                                  WD, SCALED);
             }
+            fo_fpflags_reset(&flags);
+        }
         FN(fo_lane_sumsq2)(p + start, u, n, param_sq, update_sq);
     }
+    if (FAST) fo_fpflags_end(flags);
     sums[0] += FO_LANE_TOTAL(param_sq);
     sums[1] += FO_LANE_TOTAL(update_sq);
 }
@@ -124,20 +123,20 @@ static FO_INLINE void FN(lamb_body)(T *restrict p, const T *restrict g, T *restr
 {
     /* each block's parameter as it was, to write it again if the block must divide */
     T x_old[FO_PF_BLOCK];
+    fo_fpflags flags = {0, 0, 0};
+    if (FAST) flags = fo_fpflags_begin();
     for (int64_t start = begin; start < end; start += FO_PF_BLOCK) {
         const int64_t stop = end - start < FO_PF_BLOCK ? end : start + FO_PF_BLOCK;
-        FO_CDIV_RANGE_INIT(top, low);
         FN(fo_pf_block)(start, p, g, m, v, NULL, NULL, NULL, NULL);
         for (int64_t i = start; i < stop; i++) {
             T mn, vn, x = p[i];
             if (FAST) x_old[i - start] = x;
-            T u = FN(lamb_direction)(c, g[i], x, m[i], v[i], &mn, &vn, &top, &low, FAST,
-                                     WD, SCALED);
+            T u = FN(lamb_direction)(c, g[i], x, m[i], v[i], &mn, &vn, FAST, WD, SCALED);
             m[i] = mn;
             v[i] = vn;
             p[i] = x + neg_step * u;
         }
-        if (FAST && !FN(fo_cdiv_range_ok)(top, low)) {
+        if (FAST && !fo_fpflags_clean(&flags)) {
             /* m and v hold the new moments: from them, divide */
             for (int64_t i = start; i < stop; i++) {
                 const T x = x_old[i - start];
@@ -145,8 +144,10 @@ static FO_INLINE void FN(lamb_body)(T *restrict p, const T *restrict g, T *restr
                 if (WD) u = u + c->wd * x;
                 p[i] = x + neg_step * u;
             }
+            fo_fpflags_reset(&flags);
         }
     }
+    if (FAST) fo_fpflags_end(flags);
 }
 
 FO_KERNEL void FN(lamb)(char *const *buf, int64_t begin, int64_t end, const double *h)

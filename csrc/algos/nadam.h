@@ -17,9 +17,10 @@
  *
  * Where FO_CDIV_ON, the division by bias_correction2 takes the FMA form of
  * fo_div_const_checked (as LAMB's), and for double on AVX-512 the two divisions by
- * denom too, sharing its reciprocal (nadam_update): exact for values in the ranges the
- * block notes, and a block holding one outside them is computed again with the
- * divisions, from the new moments it has written and the parameter it kept.
+ * denom too, sharing its reciprocal (nadam_update): exact in a block whose operations
+ * raise no exception flag but inexact (and whose denominators are not NaN), and a
+ * block that raises one is computed again with the divisions, from the new moments it
+ * has written and the parameter it kept.
  *
  * buffers: param grad exp_avg exp_avg_sq
  * hyper:   step lr beta1 beta2 eps weight_decay momentum_decay decoupled_weight_decay
@@ -27,40 +28,36 @@
  */
 /* One element; x is the parameter (weight decay applied), d the gradient term.
  * With FAST the division by bias_correction2 takes the FMA form of
- * fo_div_const_checked, exact for a new second moment in the dividends' range, which
- * `*top` and `*low` note (fo_cdiv_note).  Where FO_NADAM_SHARED the two divisions by
- * denom take it too, with denom's reciprocal (fo_cdiv_make_shared): one division where
- * there were two, exact for the two dividends in the same range (noted with the
- * moment) and a denom in the divisors' range (`*dtop` and `*dlow`).
+ * fo_div_const_checked, exact where the block's flags say so.  Where FO_NADAM_SHARED
+ * the two divisions by denom take it too, with denom's reciprocal
+ * (fo_cdiv_make_shared): one division where there were two, denom noted in `*dtop`
+ * (fo_cdiv_divisor_note).
  *
  * Against the two divisions, side by side: double on AVX-512 0.89 to 0.94 of the time
- * at 65,536 elements, 0.90 to 1.00 at 16,000,000 (repeated runs), where the double
- * divider bounds the loop; float on AVX-512 1.4x as long and double on AVX2 1.5x
- * (ten vector operations more per quotient with its checks, and those loops are
- * bound by their vector operations, not by the divider), so only double on AVX-512
+ * at 65,536 elements, 0.90 to 1.00 at 16,000,000 (repeated runs, with the range
+ * tests the flags replaced), where the double divider bounds the loop; float on
+ * AVX-512 1.09x as long and double on AVX2 1.26x in cache (with the flags: the
+ * shared form's five vector operations in place of each division, in loops bound by
+ * their vector operations rather than by the divider), so only double on AVX-512
  * shares. */
 #undef FO_NADAM_SHARED
 #define FO_NADAM_SHARED (FO_FAST_CDIV == 2 && FO_T_F64)
 static FO_INLINE T FN(nadam_update)(T x, T d, T mi, T vi, T bc2, FN(fo_cdiv) bc2k, T eps,
-                                    T c_grad, T c_avg, FN(fo_cdiv_acc) *top,
-                                    FN(fo_cdiv_acc) *low, FN(fo_cdiv_acc) *dtop,
-                                    FN(fo_cdiv_acc) *dlow, const int FAST)
+                                    T c_grad, T c_avg, FN(fo_cdiv_acc) *dtop,
+                                    const int FAST)
 {
     T q;
     if (FAST) {
-        FN(fo_cdiv_note)(vi, top, low);
         q = FN(fo_div_const_checked)(vi, bc2k);
     } else {
         q = vi / bc2;
     }
     const T denom = SQRT(q) + eps;
     if (FAST && FO_NADAM_SHARED) {
-        FN(fo_cdiv_divisor_note)(denom, dtop, dlow);
+        FN(fo_cdiv_divisor_note)(denom, dtop);
         const FN(fo_cdiv) dk = FN(fo_cdiv_make_shared)(denom);
-        const T a = c_grad * d, b = c_avg * mi;
-        FN(fo_cdiv_note2)(a, b, top, low);
-        x = x + FN(fo_div_const_checked)(a, dk);
-        return x + FN(fo_div_const_checked)(b, dk);
+        x = x + FN(fo_div_const_checked)(c_grad * d, dk);
+        return x + FN(fo_div_const_checked)(c_avg * mi, dk);
     }
     x = x + (c_grad * d) / denom;
     return x + (c_avg * mi) / denom;
@@ -76,10 +73,11 @@ static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *rest
 {
     /* each block's parameter as it was, to write it again if the block must divide */
     T x_old[FO_PF_BLOCK];
+    fo_fpflags flags = {0, 0, 0};
+    if (FAST) flags = fo_fpflags_begin();
     for (int64_t start = begin; start < end; start += FO_PF_BLOCK) {
         const int64_t stop = end - start < FO_PF_BLOCK ? end : start + FO_PF_BLOCK;
-        FO_CDIV_RANGE_INIT(top, low);
-        FO_CDIV_RANGE_INIT(dtop, dlow);
+        FN(fo_cdiv_acc) dtop = 0;
         FN(fo_pf_block)(start, p, g, m, v, NULL, NULL, NULL, NULL);
         for (int64_t i = start; i < stop; i++) {
             T d = FN(fo_grad)(g[i], sign, scale, SCALED);
@@ -89,21 +87,22 @@ static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *rest
             T mi, vi;
             FN(fo_adam_moments)(&m[i], &v[i], d, w, one_minus_w, beta2, one_minus_beta2,
                                 &mi, &vi, SMALL);
-            p[i] = FN(nadam_update)(x, d, mi, vi, bc2, bc2k, eps, c_grad, c_avg, &top, &low,
-                                    &dtop, &dlow, FAST);
+            p[i] = FN(nadam_update)(x, d, mi, vi, bc2, bc2k, eps, c_grad, c_avg, &dtop,
+                                    FAST);
         }
-        if (FAST && !(FN(fo_cdiv_range_ok)(top, low)
-                      && FN(fo_cdiv_divisors_ok)(dtop, dlow))) {
+        if (FAST && !(fo_fpflags_clean(&flags) && FN(fo_cdiv_divisors_ok)(dtop))) {
             /* m and v hold the new moments: from them and the old parameter, divide */
             for (int64_t i = start; i < stop; i++) {
                 T d = FN(fo_grad)(g[i], sign, scale, SCALED);
                 T x = x_old[i - start];
                 FN(fo_weight_decay)(&x, &d, wd, decay, WD, DECOUPLED);
                 p[i] = FN(nadam_update)(x, d, m[i], v[i], bc2, bc2k, eps, c_grad, c_avg,
-                                        &top, &low, &dtop, &dlow, 0);
+                                        &dtop, 0);
             }
+            fo_fpflags_reset(&flags);
         }
     }
+    if (FAST) fo_fpflags_end(flags);
 }
 
 FO_KERNEL void FN(nadam)(char *const *buf, int64_t begin, int64_t end, const double *h)

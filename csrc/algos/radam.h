@@ -17,10 +17,10 @@
  * float`, hence the form of `adaptive`.
  *
  * For double on AVX-512 the division by bias_correction1 takes the FMA form of
- * fo_div_const_checked (as NAdam's by bias_correction2): exact for a new first moment
- * in the dividends' range, which each block notes; a block holding one outside it is
- * computed again with the division, from the moments it has written and the
- * parameter it kept.  Against the division, side by side (kernels called directly,
+ * fo_div_const_checked (as NAdam's by bias_correction2): exact in a block whose
+ * operations raise no exception flag but inexact; a block that raises one is computed
+ * again with the division, from the moments it has written and the parameter it
+ * kept.  Against the division, side by side (kernels called directly,
  * rectified steps): 0.72 and 0.81 of the time at 65,536 elements (two runs) and
  * 0.78 at 16,000,000, where the double divider bounds the loop (its reciprocal, its
  * square root and this division); float on AVX-512 took 1.16x as long in cache and
@@ -34,15 +34,13 @@
 #undef FO_RADAM_FMA
 #define FO_RADAM_FMA (FO_FAST_CDIV == 2 && FO_T_F64)
 /* One element: x is the parameter (weight decay applied), mi and vi the new moments.
- * With FAST the division by bias_correction1 takes the FMA form, its dividend noted
- * in `*top` and `*low`. */
+ * With FAST the division by bias_correction1 takes the FMA form. */
 static FO_INLINE T FN(radam_update)(T x, T mi, T vi, T bc1, FN(fo_cdiv) bc1k, T lr,
-                                    T bc2_sqrt, T eps, T rect, FN(fo_cdiv_acc) *top,
-                                    FN(fo_cdiv_acc) *low, const int RECTIFY, const int FAST)
+                                    T bc2_sqrt, T eps, T rect, const int RECTIFY,
+                                    const int FAST)
 {
     T corrected;
     if (FAST) {
-        FN(fo_cdiv_note)(mi, top, low);
         corrected = FN(fo_div_const_checked)(mi, bc1k);
     } else {
         corrected = mi / bc1;
@@ -70,16 +68,16 @@ static FO_INLINE void FN(radam_body)(T *restrict p, const T *restrict g, T *rest
             T mi, vi;
             FN(fo_adam_moments)(&m[i], &v[i], d, w, one_minus_w, beta2, one_minus_beta2,
                                 &mi, &vi, SMALL);
-            p[i] = FN(radam_update)(x, mi, vi, bc1, bc1k, lr, bc2_sqrt, eps, rect, NULL,
-                                    NULL, RECTIFY, 0);
+            p[i] = FN(radam_update)(x, mi, vi, bc1, bc1k, lr, bc2_sqrt, eps, rect, RECTIFY,
+                                    0);
         }
         return;
     }
     /* each block's parameter as it was, to write it again if the block must divide */
     T x_old[FO_PF_BLOCK];
+    fo_fpflags flags = fo_fpflags_begin();
     for (int64_t start = begin; start < end; start += FO_PF_BLOCK) {
         const int64_t stop = end - start < FO_PF_BLOCK ? end : start + FO_PF_BLOCK;
-        FO_CDIV_RANGE_INIT(top, low);
         FN(fo_pf_block)(start, p, g, m, v, NULL, NULL, NULL, NULL);
         for (int64_t i = start; i < stop; i++) {
             T d = FN(fo_grad)(g[i], sign, scale, SCALED);
@@ -89,20 +87,22 @@ static FO_INLINE void FN(radam_body)(T *restrict p, const T *restrict g, T *rest
             T mi, vi;
             FN(fo_adam_moments)(&m[i], &v[i], d, w, one_minus_w, beta2, one_minus_beta2,
                                 &mi, &vi, SMALL);
-            p[i] = FN(radam_update)(x, mi, vi, bc1, bc1k, lr, bc2_sqrt, eps, rect, &top,
-                                    &low, RECTIFY, 1);
+            p[i] = FN(radam_update)(x, mi, vi, bc1, bc1k, lr, bc2_sqrt, eps, rect, RECTIFY,
+                                    1);
         }
-        if (!FN(fo_cdiv_range_ok)(top, low)) {
+        if (!fo_fpflags_clean(&flags)) {
             /* m and v hold the new moments: from them and the old parameter, divide */
             for (int64_t i = start; i < stop; i++) {
                 T d = FN(fo_grad)(g[i], sign, scale, SCALED);
                 T x = x_old[i - start];
                 FN(fo_weight_decay)(&x, &d, wd, decay, WD, DECOUPLED);
                 p[i] = FN(radam_update)(x, m[i], v[i], bc1, bc1k, lr, bc2_sqrt, eps, rect,
-                                        &top, &low, RECTIFY, 0);
+                                        RECTIFY, 0);
             }
+            fo_fpflags_reset(&flags);
         }
     }
+    fo_fpflags_end(flags);
 }
 
 FO_KERNEL void FN(radam)(char *const *buf, int64_t begin, int64_t end, const double *h)

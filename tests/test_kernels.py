@@ -8,6 +8,7 @@ real divergence, never rounding.
 """
 import inspect
 import platform
+import sys
 
 import numpy as np
 import pytest
@@ -396,6 +397,48 @@ def test_exception_flags_are_trusted_on_x86_hardware():
     from fastopt import _kernels, info
     assert _kernels.fpflags_checked() is True
     assert info.describe()["fpflags_checked"] is True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux")
+                    or platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="reads the flags through glibc's fenv functions")
+@pytest.mark.parametrize("name", ["nadam", "lamb", "radam"])
+def test_kernels_leave_the_callers_exception_flags(name):
+    """LAMB, NAdam and float64 RAdam clear the exception flags to judge their blocks;
+    on return the flags are those the caller had set together with those the step's
+    operations raised, as a kernel that divides leaves them.  Every instruction set,
+    float64."""
+    import ctypes
+    import ctypes.util
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    FE_INVALID, FE_DIVBYZERO, FE_UNDERFLOW, FE_ALL = 0x01, 0x04, 0x10, 0x3d
+    from fastopt import _kernels
+    algorithm = fastopt.get_algorithm(name)
+    hyper = dict(algorithm.defaults)
+    rng = np.random.default_rng(13)
+    n = 3000
+    before = _kernels.get_isa()
+    try:
+        for isa in _kernels.isa_available():
+            _kernels.set_isa(isa)
+            for tiny in (False, True):
+                param = rng.uniform(-1, 1, n)
+                grad = rng.standard_normal(n) * 1e-2
+                if tiny:
+                    grad[::7] = 1e-200      # squares that underflow, in some blocks
+                state = new_state(algorithm, hyper, param)
+                advanced, _ = algorithm.advance_scalars(hyper, 3, None)
+                kwargs = functional_kwargs(algorithm, hyper, 3, False, advanced)
+                libm.feclearexcept(FE_ALL)
+                libm.feraiseexcept(FE_DIVBYZERO)
+                algorithm.functional(param, grad, *state, **kwargs)
+                raised = libm.fetestexcept(FE_ALL)
+                assert raised & FE_DIVBYZERO, f"{isa}: the caller's flag was lost"
+                assert not raised & FE_INVALID, f"{isa}: a flag was invented"
+                assert bool(raised & FE_UNDERFLOW) == tiny, f"{isa}: underflow {tiny}"
+    finally:
+        libm.feclearexcept(FE_ALL)
+        _kernels.set_isa(before)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])

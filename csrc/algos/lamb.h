@@ -77,7 +77,7 @@ static FO_INLINE void FN(lamb_sums_body)(const T *restrict p, const T *restrict 
 {
     double param_sq[FO_SUM_LANES] = {0}, update_sq[FO_SUM_LANES] = {0};
     T u[FO_SUM_TILE];
-    fo_fpflags flags = {0, 0, 0};
+    fo_fpflags flags = {0, 0, 0, 0};
     if (FAST) flags = fo_fpflags_begin();
     for (int64_t start = begin; start < end; start += FO_SUM_TILE) {
         const int64_t n = end - start < FO_SUM_TILE ? end - start : FO_SUM_TILE;
@@ -123,7 +123,7 @@ static FO_INLINE void FN(lamb_body)(T *restrict p, const T *restrict g, T *restr
 {
     /* each block's parameter as it was, to write it again if the block must divide */
     T x_old[FO_PF_BLOCK];
-    fo_fpflags flags = {0, 0, 0};
+    fo_fpflags flags = {0, 0, 0, 0};
     if (FAST) flags = fo_fpflags_begin();
     for (int64_t start = begin; start < end; start += FO_PF_BLOCK) {
         const int64_t stop = end - start < FO_PF_BLOCK ? end : start + FO_PF_BLOCK;

@@ -73,7 +73,7 @@ static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *rest
 {
     /* each block's parameter as it was, to write it again if the block must divide */
     T x_old[FO_PF_BLOCK];
-    fo_fpflags flags = {0, 0, 0};
+    fo_fpflags flags = {0, 0, 0, 0};
     if (FAST) flags = fo_fpflags_begin();
     for (int64_t start = begin; start < end; start += FO_PF_BLOCK) {
         const int64_t stop = end - start < FO_PF_BLOCK ? end : start + FO_PF_BLOCK;

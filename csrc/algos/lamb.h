@@ -16,8 +16,8 @@
  * Where FO_CDIV_ON, the divisions by the bias corrections take the FMA form of
  * fo_div_const_checked (the division's bits without the divide unit: three divisions
  * and a square root per element and pass become one and one); a block (a tile in pass
- * 1) whose operations raise an exception flag but inexact is computed again with the
- * divisions, pass 2 from the new moments it has written and the parameter it kept.
+ * 1) whose operations raise an exception flag other than inexact is computed again with
+ * the divisions, pass 2 from the new moments it has written and the parameter it kept.
  *
  * buffers: param grad exp_avg exp_avg_sq
  * hyper:   step lr beta1 beta2 eps weight_decay maximize grad_scale

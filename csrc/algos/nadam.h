@@ -18,8 +18,8 @@
  * Where FO_CDIV_ON, the division by bias_correction2 takes the FMA form of
  * fo_div_const_checked (as LAMB's), and for double on AVX-512 the two divisions by
  * denom too, sharing its reciprocal (nadam_update): exact in a block whose operations
- * raise no exception flag but inexact (and whose denominators are not NaN), and a
- * block that raises one is computed again with the divisions, from the new moments it
+ * raise no exception flag other than inexact (and whose denominators are not NaN), and
+ * a block that raises one is computed again with the divisions, from the new moments it
  * has written and the parameter it kept.
  *
  * buffers: param grad exp_avg exp_avg_sq

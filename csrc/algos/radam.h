@@ -18,14 +18,14 @@
  *
  * For double on AVX-512 the division by bias_correction1 takes the FMA form of
  * fo_div_const_checked (as NAdam's by bias_correction2): exact in a block whose
- * operations raise no exception flag but inexact; a block that raises one is computed
- * again with the division, from the moments it has written and the parameter it
- * kept.  Against the division, side by side (kernels called directly,
- * rectified steps): 0.72 and 0.81 of the time at 65,536 elements (two runs) and
- * 0.78 at 16,000,000, where the double divider bounds the loop (its reciprocal, its
- * square root and this division); float on AVX-512 took 1.16x as long in cache and
- * 1.04x from memory, double on AVX2 1.05x, so they divide, and their loops are the
- * ones they had (the FAST body below runs only for double on AVX-512).
+ * operations raise no exception flag other than inexact; a block that raises one is
+ * computed again with the division, from the moments it has written and the parameter
+ * it kept.  Against the division, side by side (kernels called directly, rectified
+ * steps): 0.72 and 0.81 of the time at 65,536 elements (two runs) and 0.78 at
+ * 16,000,000, where the double divider bounds the loop (its reciprocal, its square root
+ * and this division); float on AVX-512 took 1.16x as long in cache and 1.04x from
+ * memory, double on AVX2 1.05x, so they divide, and their loops are the ones they had
+ * (the FAST body below runs only for double on AVX-512).
  *
  * buffers: param grad exp_avg exp_avg_sq
  * hyper:   step lr beta1 beta2 eps weight_decay decoupled_weight_decay maximize

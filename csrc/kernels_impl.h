@@ -204,9 +204,10 @@ static FO_INLINE T FN(fo_div_const_checked)(T x, FN(fo_cdiv) k)
  * 0.98 per pass; side by side).  Checked against the division, with the flags read as
  * the kernels read them, for every float dividend with five divisors (2**-32 and the
  * largest float under 2**32 among them), for 1.9 * 10**9 random double dividends
- * over the whole range with four divisors, and for shared divisors (below) on 10**9 random pairs of each type,
- * half with exponents within 64 of each other, subnormals, zeros, infinities and NaN
- * included (a standalone program, not in the tree).  Blocks whose other arithmetic
+ * over the whole range with four divisors, and for shared divisors (below) on 10**9
+ * random pairs of each type, half with exponents within 64 of each other,
+ * subnormals, zeros, infinities and NaN included (a standalone program, not in the
+ * tree).  Blocks whose other arithmetic
  * raises one of the flags (a gradient whose square underflows, moments decayed into
  * the subnormals) divide too: the same results, at the division's speed. */
 

@@ -460,12 +460,12 @@ def get_flush_denormal():
 
 
 def fpflags_checked():
-    """Whether the kernels that divide by the FMA operations (LAMB, NAdam, float64
-    RAdam) read the floating-point exception flags after each block to find the
-    blocks that must divide.  True on x86-64 hardware; false where this library was
-    loaded under an emulator that does not raise the flags (valgrind), and on other
-    architectures, where those kernels divide every block (same results, the
-    division's speed)."""
+    """Whether the floating-point exception flags can be trusted to find the blocks
+    that must divide, in the kernels that divide with FMA operations where the
+    instruction set allows (LAMB, NAdam, float64 RAdam).  True on x86-64 hardware;
+    false where this library was loaded under an emulator that does not raise the
+    flags (valgrind), where those kernels divide every block (same results, the
+    division's speed), and on other architectures, which have no FMA form."""
     return bool(fo_fpflags_checked())
 
 

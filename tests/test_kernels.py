@@ -588,6 +588,60 @@ def test_kernel_matches_reference_on_nd_parameters(algorithm, hyper, dtype):
                     np.testing.assert_array_equal(mine, ref, err_msg=f"{spec.name}, {shape}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(19, 13), (2, 9, 1100), (3, 200, 70), (1, 40000)],
+                         ids=["rows-in-eights-and-rest", "runs-per-row", "row-across-a-block",
+                              "one-long-row"])
+def test_adafactor_factored_kernel_matches_reference_on_larger_matrices(shape, dtype):
+    """The factored kernel sums eight rows at a time (and the rest one by one), computes
+    the update in runs of at most FO_SUM_TILE (512) elements of a row, and adds its
+    squares into lanes rotated to the run's flat index, flushing a block of 32,768
+    elements inside a row; where the FMA form divides by row_mean, a run whose
+    operations raise an exception flag is computed again with the division (the
+    "subnormal" case: an eps[0] whose square is zero, so that nothing clamps the
+    estimate, and rows and columns of small gradients against one row of large ones,
+    so that some quotients of normal products by row_mean are subnormal, where the
+    FMA form can be an ulp off: without the check this case fails, mutant built and
+    run).  Every instruction set gives the reference's bits."""
+    from fastopt import _kernels
+    algorithm = fastopt.get_algorithm("adafactor")
+    small, eps1 = (3e-10, 1e-30) if dtype == np.float32 else (1.2e-77, 1e-200)
+    for hyper, subnormal in (({}, False), ({"weight_decay": 0.1, "maximize": True}, False),
+                             ({"eps": (eps1, 1e-3)}, True)):
+        hyper = {**algorithm.defaults, **hyper}
+        rng = np.random.default_rng(21)
+        size = int(np.prod(shape))
+        param, grads = random_problem(rng, size, dtype, 3)
+        if subnormal:
+            for grad in grads:
+                matrices = grad.reshape(-1, shape[-2], shape[-1])
+                matrices[...] = rng.standard_normal(matrices.shape) * small
+                half = shape[-1] // 2
+                matrices[:, 0, :half] = rng.standard_normal((len(matrices), half)) * 100
+        param = param.reshape(shape)
+        ref_param = param.copy()
+        state = new_state(algorithm, hyper, param)
+        ref_state = [None if b is None else b.copy() for b in state]
+        before = _kernels.get_isa()
+        for step, grad in enumerate(grads, start=1):
+            grad = grad.reshape(shape)
+            kwargs = functional_kwargs(algorithm, hyper, step, step == 1, {})
+            with np.errstate(invalid="ignore", divide="ignore"):
+                algorithm.reference(ref_param, grad, *ref_state, **kwargs)
+            try:
+                for isa in _kernels.isa_available():
+                    _kernels.set_isa(isa)
+                    mine = [param.copy()] + [None if b is None else b.copy() for b in state]
+                    algorithm.functional(mine[0], grad, *mine[1:], **kwargs)
+                    assert_same_bits(mine[0], ref_param, f"param, {isa}, step {step}")
+                    for spec, a, b in zip(algorithm.state, mine[1:], ref_state):
+                        if a is not None:
+                            assert_same_bits(a, b, f"{spec.name}, {isa}, step {step}")
+            finally:
+                _kernels.set_isa(before)
+            param, state = mine[0], mine[1:]
+
+
 def test_adafactor_keeps_factored_state():
     param = np.zeros((2, 30, 50), np.float32)
     opt = fastopt.Adafactor([param, np.zeros(7, np.float32)])

@@ -195,6 +195,8 @@ void FN(adafactor)(char *const *buf, int64_t batch, int64_t rows, int64_t cols,
     const int64_t nrows = factored ? batch * rows : 1, ncols = factored ? cols : n;
     fo_fpflags flags = {0, 0, 0, 0};
     if (factored && FO_CDIV_ON) flags = fo_fpflags_begin();
+    FN(fo_cdiv) rmk = FN(fo_cdiv_make)((T)1);   /* row_mean's divisor pair, per matrix */
+    int64_t rmk_of = -1;
 #define FO_ADAFACTOR_RUNS(BODY)                                                          \
     for (int64_t row = 0; row < nrows; row++)                                          \
         for (int64_t c0 = 0; c0 < ncols; c0 += FO_SUM_TILE) {                           \
@@ -203,7 +205,10 @@ void FN(adafactor)(char *const *buf, int64_t batch, int64_t rows, int64_t cols,
             if (factored) {                                                              \
                 const int64_t mat = row / rows;                                          \
                 const T *cvr = col_var + mat * cols + c0, rm = row_mean[mat];            \
-                const FN(fo_cdiv) rmk = FN(fo_cdiv_make)(rm);                            \
+                if (mat != rmk_of) {                                                     \
+                    rmk = FN(fo_cdiv_make)(rm);                                          \
+                    rmk_of = mat;                                                        \
+                }                                                                        \
                 int fast = FO_CDIV_ON && FN(fo_cdiv_ok)(rm);                             \
                 if (fast) {                                                              \
                     FN(adafactor_u_run)(u, g + i, cvr, row_var[row], rm, rmk, len,       \
@@ -215,8 +220,8 @@ void FN(adafactor)(char *const *buf, int64_t batch, int64_t rows, int64_t cols,
                     FN(adafactor_u_run)(u, g + i, cvr, row_var[row], rm, rmk, len,       \
                                         teps1_sq, sign, scale, scaled, 1, 0);            \
             } else {                                                                     \
-                FN(adafactor_u_run)(u, g + i, variance + i, 0, 0, FN(fo_cdiv_make)(1),   \
-                                    len, teps1_sq, sign, scale, scaled, 0, 0);           \
+                FN(adafactor_u_run)(u, g + i, variance + i, 0, 0, rmk, len, teps1_sq,    \
+                                    sign, scale, scaled, 0, 0);                          \
             }                                                                            \
             BODY                                                                         \
         }

@@ -115,6 +115,8 @@ typedef struct {
     fo_reduce_fn reduce;    /* NULL, or the first pass of a two-pass kernel */
     int nsums;
     double *sums;           /* where the first pass's totals go: hyper's last nsums */
+    int itemsize;           /* bytes per element, for fo_run's alignment of long ranges;
+                               0: the range is run as it is */
 } fo_task;
 
 extern const fo_kernel_entry fo_kernels[];
@@ -133,6 +135,10 @@ void fo_reduce_tasks(const fo_task *tasks, int64_t ntasks);
 void fo_run_threads(const fo_task *tasks, int64_t ntasks, int nthreads);
 
 #define FO_CHUNK 32768
+/* fo_run starts the bulk of a range of at least FO_ALIGN_MIN elements where the
+ * parameter is aligned to FO_ALIGN bytes (see fo_call in kernels.c). */
+#define FO_ALIGN 64
+#define FO_ALIGN_MIN 16384
 #define FO_PARALLEL_MIN_DEFAULT 262144
 extern int64_t fo_parallel_min;
 

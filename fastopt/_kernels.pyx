@@ -26,6 +26,8 @@ cdef extern from "fastopt.h" nogil:
                                   const double *hyper, double *sums) noexcept nogil
     enum: FO_NISA
     enum: FO_CHUNK
+    enum: FO_ALIGN
+    enum: FO_ALIGN_MIN
     ctypedef struct fo_kernel_entry:
         const char *name
         fo_kernel_fn f32
@@ -45,6 +47,7 @@ cdef extern from "fastopt.h" nogil:
         fo_reduce_fn reduce
         int nsums
         double *sums
+        int itemsize
     const fo_kernel_entry fo_kernels[]
     const int fo_nkernels
     ctypedef void (*fo_factored_fn)(char *const *buf, int64_t batch, int64_t rows,
@@ -230,6 +233,7 @@ def run(list tasks, labels, int num_threads=0):
             param = <cnp.ndarray>buffers[0]
             table[t].fn = fo_select(entry, cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT64)
             table[t].n = cnp.PyArray_SIZE(param)
+            table[t].itemsize = cnp.PyArray_ITEMSIZE(param)
             if entry.nsums > 0:
                 table[t].reduce = fo_select_reduce(entry,
                                                    cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT64)
@@ -439,6 +443,13 @@ def chunk_elements():
     return FO_CHUNK
 
 
+def alignment():
+    """``(bytes, elements)``: a step over at least `elements` elements starts its bulk
+    where the parameter is aligned to `bytes` (a second kernel call; no result
+    changes)."""
+    return FO_ALIGN, FO_ALIGN_MIN
+
+
 def set_flush_denormal(bint on):
     """Flush subnormal numbers to zero inside fastopt's kernels (off by default).
 
@@ -501,6 +512,7 @@ def _stream(cnp.ndarray param, cnp.ndarray grad, list state, int num_threads=0,
                              "dtype and size")
     memset(&task, 0, sizeof(fo_task))
     task.fn = fo_select(&fo_stream_kernel, cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT64)
+    task.itemsize = cnp.PyArray_ITEMSIZE(param)
     for k in range(2 + nstate):
         task.buf[k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>arrays[k])
     task.n = cnp.PyArray_SIZE(param)
@@ -888,6 +900,7 @@ cdef class Plan:
                 self.typenum[i] = cnp.PyArray_TYPE(param)
                 self.table[i].fn = fo_select(entry, self.typenum[i] == cnp.NPY_FLOAT64)
                 self.table[i].n = cnp.PyArray_SIZE(param)
+                self.table[i].itemsize = cnp.PyArray_ITEMSIZE(param)
                 self.table[i].buf[0] = <char *>cnp.PyArray_DATA(param)
                 if entry.nsums > 0:   # a first pass (LAMB's, LARS's norms)
                     self.table[i].reduce = fo_select_reduce(
@@ -1540,6 +1553,7 @@ cdef class FastStep:
         entry = &fo_kernels[self.index]
         task.fn = fo_select(entry, typenum == cnp.NPY_FLOAT64)
         task.n = n
+        task.itemsize = 8 if typenum == cnp.NPY_FLOAT64 else 4
         task.hyper = hyper
         if entry.nsums > 0:
             task.reduce = fo_select_reduce(entry, typenum == cnp.NPY_FLOAT64)

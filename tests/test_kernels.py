@@ -655,3 +655,47 @@ def test_adafactor_keeps_factored_state():
                                      state["col_var"], step=1, lr=0.01, beta2_decay=-0.8,
                                      eps=(None, 1e-3), d=1.0, weight_decay=0.0,
                                      maximize=False)
+
+
+def _view_at(values, offset):
+    """A copy of `values` placed `offset` elements past a 64-byte boundary."""
+    itemsize = values.dtype.itemsize
+    raw = np.zeros(values.nbytes + 128, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset * itemsize
+    view = np.frombuffer(raw.data, values.dtype, count=values.size, offset=start)
+    view[...] = values
+    return view
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.name)
+def test_alignment_split_changes_no_result(algorithm, dtype):
+    """The runner starts the bulk of a long range where the parameter is aligned
+    (fo_call): for every placement of the parameter within a cache line, with the
+    gradient and state placed elsewhere, just below and above the length where it
+    splits, the kernel gives the reference's bits."""
+    hyper = dict(algorithm.defaults)
+    line, shortest = fastopt._kernels.alignment()
+    itemsize = np.dtype(dtype).itemsize
+    rng = np.random.default_rng(7)
+    for n in (shortest - 1, shortest + 37):
+        param0, grads = random_problem(rng, n, dtype, 2)
+        for offset in range(line // itemsize):
+            param = _view_at(param0, offset)
+            ref_param = param0.copy()
+            state = [None if b is None else _view_at(b, (offset + 3 + k) % (line // itemsize))
+                     for k, b in enumerate(new_state(algorithm, hyper, param0))]
+            ref_state = [None if b is None else b.copy() for b in state]
+            scalar_state = None
+            for step, g in enumerate(grads, start=1):
+                grad = _view_at(g, (offset + 1) % (line // itemsize))
+                advanced, scalar_state = algorithm.advance_scalars(hyper, step, scalar_state)
+                kwargs = functional_kwargs(algorithm, hyper, step, step == 1, advanced)
+                algorithm.functional(param, grad, *state, **kwargs)
+                algorithm.reference(ref_param, g, *ref_state, **kwargs)
+                np.testing.assert_array_equal(param, ref_param,
+                                              err_msg=f"n={n}, offset={offset}, step={step}")
+                for spec, mine, ref in zip(algorithm.state, state, ref_state):
+                    if mine is not None:
+                        np.testing.assert_array_equal(
+                            mine, ref, err_msg=f"{spec.name}, n={n}, offset={offset}")

@@ -555,6 +555,139 @@ def isa_comparison(size=65536, dtype="float32", rounds=15, min_batch=MIN_BATCH_S
     return results
 
 
+# -- the targets of issue 3 ------------------------------------------------------------
+
+#: A miss counts as ruled out when the best any kernel can reach (by the ceiling and
+#: the divider floor, themselves measurements as noisy as the rest) is under the
+#: target by more than this factor.
+MARGIN = 1.1
+
+
+def _best_us(result):
+    """The least time any kernel with the case's memory shape and divider work can
+    take: the ceiling's, or the divider floor's pass by pass where that is longer."""
+    ceiling = result["impls"]["ceiling"]["us"]
+    fraction = result.get("best_fraction_of_ceiling") or 1.0
+    return ceiling / fraction
+
+
+def _verdict(target, value, bound, at_least=True):
+    """One measurement against its target.  `bound`: the best any implementation can
+    reach, or None where nothing bounds it.  Returns "met", "ruled out" (the bound
+    misses the target by more than MARGIN), "bounded" (the bound misses it, within
+    the margin) or "open" (the bound allows the target)."""
+    ok = value >= target if at_least else value <= target
+    if ok:
+        return "met"
+    if bound is not None and bound < target:
+        return "ruled out" if bound < target / MARGIN else "bounded"
+    return "open"
+
+
+def _label(r):
+    return f"{r['algorithm']} {r['dtype'][-2:]}"
+
+
+def evaluate_targets(report, size=16_000_000, small_size=65_536):
+    """Every target of the benchmark that `report` (``fastopt bench --extra``'s JSON)
+    measured: a list of dicts with "target", "status" (met, partly met, not met) and
+    per-case "cases" [(label, value, bound, verdict)].  Bounds: the best fraction of
+    the ceiling the divider floor leaves, and the most any kernel can gain over torch
+    or NumPy (their time over the least time the ceiling and the floor leave)."""
+    out = []
+    roof = report.get("roofline") or []
+    big = [r for r in roof if r["size"] == size and r["threads"] == 1]
+    small = [r for r in roof if r["size"] == small_size and r["threads"] == 1]
+
+    def add(target, text, cases):
+        verdicts = [c[3] for c in cases]
+        status = ("met" if all(v == "met" for v in verdicts) else
+                  "not met" if not any(v == "met" for v in verdicts) else "partly met")
+        out.append({"target": target, "text": text, "status": status, "cases": cases})
+
+    def cases_of(rows, target, value, bound):
+        return [(_label(r), value(r), bound(r), _verdict(target, value(r), bound(r)))
+                for r in rows]
+
+    if big:
+        add("ceiling", f"{size:,} elements, one thread: >= 0.90 of the ceiling",
+            cases_of(big, 0.90, lambda r: r["fraction_of_ceiling"],
+                     lambda r: r.get("best_fraction_of_ceiling")))
+        fused = [r for r in big if r.get("speedup_vs_torch") is not None]
+        add("torch", f"{size:,} elements: >= 1.1x torch (fused where it exists)",
+            cases_of(fused, 1.1, lambda r: r["speedup_vs_torch"],
+                     lambda r: r["impls"]["torch"]["us"] / _best_us(r)))
+        add("numpy", f"{size:,} elements: >= 10x naive NumPy",
+            cases_of(big, 10.0, lambda r: r["speedup_vs_numpy"],
+                     lambda r: r["impls"]["numpy"]["us"] / _best_us(r)))
+    fused_small = [r for r in small if r.get("torch_path") == "fused"]
+    if fused_small:
+        add("torch_small", f"{small_size:,} elements: >= 3x torch fused",
+            cases_of(fused_small, 3.0, lambda r: r["speedup_vs_torch"],
+                     lambda r: r["impls"]["torch"]["us"] / _best_us(r)))
+    p2 = report.get("power_of_two")
+    if p2:
+        add("power_of_two", "2**24 elements: >= 0.85 of the per-element rate at 16,000,000",
+            [(f"{r['algorithm']} {r['dtype'][-2:]}", r["rate_ratio"], None,
+              _verdict(0.85, r["rate_ratio"], None)) for r in p2])
+    many = report.get("many_small")
+    if many:
+        add("many_small", f"{many['count']} float32 parameters of {many['size']:,} elements: "
+            f"<= 1.5x one {many['count'] * many['size']:,}-element step",
+            [("many / one", many["many_over_one"], None,
+              _verdict(1.5, many["many_over_one"], None, at_least=False))])
+        if many.get("speedup_vs_torch") is not None:
+            add("many_small_torch", "... and >= 4x faster than torch fused",
+                [("x torch", many["speedup_vs_torch"], None,
+                  _verdict(4.0, many["speedup_vs_torch"], None))])
+    f16 = report.get("functional_16")
+    if f16:
+        add("functional_16", "functional kernel on 16 elements: <= 1 us per call",
+            [(name, v["us"], None, _verdict(1.0, v["us"], None, at_least=False))
+             for name, v in f16.items()])
+    threads = report.get("threads_scaling")
+    if threads:
+        key = "threads=2"
+        rows = [r for r in threads if key in r["speedup"]]
+        if rows:
+            add("threads", f"two threads: >= 1.5x at {rows[0]['size']:,} elements",
+                [(r["algorithm"], r["speedup"][key], None,
+                  _verdict(1.5, r["speedup"][key], None)) for r in rows])
+    sub = report.get("subnormal")
+    if sub:
+        add("subnormal", "subnormal state: <= 2x slower than normal",
+            [(r["algorithm"], r["slowdown"], None,
+              _verdict(2.0, r["slowdown"], None, at_least=False)) for r in sub])
+        add("subnormal_ftz", "... with fastopt.set_flush_denormal(True)",
+            [(r["algorithm"], r["slowdown_ftz"], None,
+              _verdict(2.0, r["slowdown_ftz"], None, at_least=False)) for r in sub])
+    return out
+
+
+def format_targets(report):
+    """The targets as a Markdown table: each target, how many cases meet it, which do
+    not and whether the ceiling or the floor rules them out, and every value."""
+    lines = [f"A miss is *ruled out* where the best any kernel can reach (the ceiling, "
+             f"and the divider floor pass by pass) misses the target by more than "
+             f"{MARGIN:g}x (the bounds are measurements too); *bounded* where that best "
+             f"misses it by less; *open* where the bounds allow the target.", "",
+             "| target | result | misses | measured (bound) |", "|---|---|---|---|"]
+    for t in evaluate_targets(report):
+        cases = t["cases"]
+        met = sum(c[3] == "met" for c in cases)
+        misses = [c for c in cases if c[3] != "met"]
+        miss_text = "; ".join(
+            f"{kind}: " + ", ".join(c[0] for c in misses if c[3] == kind)
+            for kind in ("ruled out", "bounded", "open")
+            if any(c[3] == kind for c in misses)) or "-"
+        measured = ", ".join(
+            f"{c[0]} {c[1]:.2f}" + (f" ({c[2]:.2f})" if c[2] is not None and c[3] != "met"
+                                    else "") for c in cases)
+        lines.append(f"| {t['text']} | **{t['status']}** ({met} of {len(cases)}) "
+                     f"| {miss_text} | {measured} |")
+    return "\n".join(lines)
+
+
 # -- output --------------------------------------------------------------------------
 
 def environment(use_torch=True):
@@ -616,6 +749,7 @@ def format_markdown(report):
              f"{env['numpy']}, torch {env.get('torch')}, Python {env['python']}; instruction "
              f"set {env['isa']}; OpenMP {env['openmp']}; {report['threads']} thread(s).",
              "", f"Byte model: {report['byte_model']}.", "",
+             "### Targets", "", format_targets(report), "",
              "### Roofline", "", format_roofline(report["roofline"]), ""]
     extra = format_extra(report)
     if extra:
@@ -705,7 +839,14 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", metavar="PATH",
                         help="write the tables as Markdown here (for BENCHMARKS.md)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.add_argument("--targets", metavar="JSON",
+                        help="measure nothing: print the targets met and missed in a "
+                             "JSON report written before (by --json)")
     args = parser.parse_args(argv)
+    if args.targets:
+        with open(args.targets) as f:
+            print(format_targets(json.load(f)))
+        return 0
     algorithms = ([ALGORITHMS[a] for a in args.algorithms] if args.algorithms
                   else list(ALGORITHMS.values()))
     use_torch = not args.no_torch

@@ -808,3 +808,49 @@ def test_own_load_is_tracked_for_the_load_aware_thread_count():
     while time.monotonic() < deadline:
         opt.step([grad])
     assert _kernels.own_load_average() > 0
+
+
+def _roofline_row(name, dtype, size, fastopt_us, ceiling_us, numpy_us, torch_us=None,
+                  best_fraction=None, torch_path="fused"):
+    impls = {"fastopt": {"us": fastopt_us}, "ceiling": {"us": ceiling_us},
+             "numpy": {"us": numpy_us}}
+    if torch_us is not None:
+        impls["torch"] = {"us": torch_us}
+    return {"algorithm": name, "dtype": dtype, "size": size, "threads": 1, "impls": impls,
+            "torch_path": torch_path if torch_us is not None else None,
+            "fraction_of_ceiling": ceiling_us / fastopt_us,
+            "speedup_vs_numpy": numpy_us / fastopt_us,
+            "speedup_vs_torch": None if torch_us is None else torch_us / fastopt_us,
+            "best_fraction_of_ceiling": best_fraction}
+
+
+def test_bench_targets_sort_misses_by_what_bounds_them(tmp_path, capsys):
+    from fastopt import bench
+    size = 16_000_000
+    report = {"roofline": [
+        # at the ceiling: met
+        _roofline_row("a", "float32", size, 100, 95, 2000, torch_us=120),
+        # the floor allows 0.70: ruled out; torch no slower than the best: ruled out
+        _roofline_row("b", "float64", size, 150, 100, 1000, torch_us=150, best_fraction=0.70),
+        # the floor allows 0.85, inside the margin: bounded
+        _roofline_row("c", "float64", size, 125, 100, 2000, best_fraction=0.85),
+        # nothing bounds it: open
+        _roofline_row("d", "float32", size, 130, 100, 2000),
+    ], "many_small": {"count": 200, "size": 1000, "many_over_one": 1.6,
+                      "speedup_vs_torch": 5.0}}
+    targets = {t["target"]: t for t in bench.evaluate_targets(report)}
+    assert [c[3] for c in targets["ceiling"]["cases"]] == ["met", "ruled out", "bounded", "open"]
+    assert targets["ceiling"]["status"] == "partly met"
+    # torch: a 120 / 100 = 1.2; b at best 150 / (100 / 0.7) = 1.05, under 1.1 by less
+    # than the margin: bounded
+    assert [c[3] for c in targets["torch"]["cases"]] == ["met", "bounded"]
+    assert targets["torch"]["cases"][1][2] == pytest.approx(1.05)
+    # NumPy: b at best 1000 / (100 / 0.7) = 7.0 < 10 / 1.1
+    assert targets["numpy"]["cases"][1][3] == "ruled out"
+    assert targets["many_small"]["status"] == "not met"
+    assert targets["many_small_torch"]["status"] == "met"
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(report))
+    assert bench.main(["--targets", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "ruled out: b 64" in out and "bounded: c 64" in out and "open: d 32" in out

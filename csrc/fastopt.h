@@ -175,6 +175,12 @@ int fo_get_auto_threads(void);
  * second, averaged over about a minute; 0 where it is not tracked). */
 double fo_own_load_average(void);
 
+/* Software prefetch in the kernels: on or off (-1: this CPU's default, which
+ * fo_prefetch_default gives).  No result depends on it. */
+void fo_set_prefetch(int on);
+int fo_get_prefetch(void);
+int fo_prefetch_default(void);
+
 /* Flush subnormals to zero (FTZ and DAZ) during each call, restored after it. */
 void fo_set_flush_denormal(int on);
 int fo_get_flush_denormal(void);

@@ -324,7 +324,9 @@ static FO_INLINE void FN(fo_adam_moments)(T *m, T *v, T d, T w, T one_minus_w, T
  * time (ASGD unchanged: its default path, which only writes its average, already
  * prefetched that stream); 0.74 to 1.07 at 65,536 elements (in cache).  SGD keeps a
  * plain loop (no gain from memory, 8% slower in cache).  A plain streaming loop gains
- * nothing (0.97 to 1.13 of its time), so the benchmark's ceiling stays one. */
+ * nothing (0.97 to 1.13 of its time), so the benchmark's ceiling stays one.  Cores
+ * whose hardware prefetchers do better alone (AMD Zen 5) turn it off at run time
+ * (fo_prefetch, kernels.c). */
 #ifndef FO_PF_DIST
 #define FO_PF_DIST 1024           /* bytes ahead */
 #define FO_PF_BLOCK_BYTES 256     /* bytes of each buffer per block */
@@ -334,7 +336,7 @@ static FO_INLINE void FN(fo_adam_moments)(T *m, T *v, T d, T w, T one_minus_w, T
 #define FO_PF_LINES_DEFINED
 static FO_INLINE void fo_pf_lines(const void *x, int64_t offset)
 {
-    if (x) {
+    if (x && fo_prefetch) {
         const char *a = (const char *)x + offset + FO_PF_DIST;
         for (int l = 0; l < FO_PF_BLOCK_BYTES; l += 64) __builtin_prefetch(a + l, 0, 3);
     }

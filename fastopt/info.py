@@ -28,6 +28,8 @@ def describe() -> dict:
         "chunk_elements": _kernels.chunk_elements(),
         "load_aware_threads": _kernels.get_load_aware_threads(),
         "flush_denormal": _kernels.get_flush_denormal(),
+        "prefetch": _kernels.get_prefetch(),
+        "prefetch_default": _kernels.prefetch_default(),
         "fpflags_checked": _kernels.fpflags_checked(),
     }
 
@@ -49,6 +51,9 @@ def main(argv) -> int:
     else:
         print("threads: built without OpenMP, every step runs on the calling thread")
     print(f"flush subnormals to zero: {'on' if info['flush_denormal'] else 'off'}")
+    print(f"software prefetch: {'on' if info['prefetch'] else 'off'} (this CPU's default: "
+          f"{'on' if info['prefetch_default'] else 'off'}; fastopt.set_prefetch, "
+          "FASTOPT_PREFETCH)")
     print("FMA division checks: " + ("exception flags read after each block"
                                      if info["fpflags_checked"] else
                                      "exception flags not raised here, every block divides"))

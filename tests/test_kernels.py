@@ -699,3 +699,44 @@ def test_alignment_split_changes_no_result(algorithm, dtype):
                     if mine is not None:
                         np.testing.assert_array_equal(
                             mine, ref, err_msg=f"{spec.name}, n={n}, offset={offset}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.name)
+def test_software_prefetch_changes_no_result(algorithm, dtype):
+    """Prefetching on and off (fastopt.set_prefetch) give the reference's bits."""
+    hyper = dict(algorithm.defaults)
+    rng = np.random.default_rng(11)
+    param0, grads = random_problem(rng, 70_001, dtype, 2)
+    before = fastopt.get_prefetch()
+    results = []
+    try:
+        for on in (True, False):
+            assert fastopt.set_prefetch(on) is on and fastopt.get_prefetch() is on
+            param = param0.copy()
+            state = new_state(algorithm, hyper, param)
+            ref_param = param0.copy()
+            ref_state = [None if b is None else b.copy() for b in state]
+            scalar_state = None
+            for step, grad in enumerate(grads, start=1):
+                advanced, scalar_state = algorithm.advance_scalars(hyper, step, scalar_state)
+                kwargs = functional_kwargs(algorithm, hyper, step, step == 1, advanced)
+                algorithm.functional(param, grad, *state, **kwargs)
+                algorithm.reference(ref_param, grad, *ref_state, **kwargs)
+            np.testing.assert_array_equal(param, ref_param, err_msg=f"prefetch={on}")
+            results.append(param)
+    finally:
+        fastopt.set_prefetch(before)
+    assert_same_bits(results[1], results[0], "prefetch off against on")
+
+
+def test_set_prefetch_takes_a_bool_or_none():
+    before = fastopt.get_prefetch()
+    try:
+        assert fastopt.set_prefetch(None) is fastopt._kernels.prefetch_default()
+        for bad in (2, -1, "yes", 0.5):
+            with pytest.raises(ValueError, match="on must be"):
+                fastopt.set_prefetch(bad)
+        assert fastopt.get_prefetch() is fastopt._kernels.prefetch_default()
+    finally:
+        fastopt.set_prefetch(before)

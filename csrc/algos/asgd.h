@@ -21,11 +21,12 @@ static FO_INLINE void FN(asgd_body)(T *restrict p, const T *restrict g, T *restr
     if (COPY) {
         /* ax is only written: without a read the hardware prefetchers do not fetch
          * its lines ahead, and every store waits for its line (measured 1.3 to 1.9x
-         * slower than reading and writing ax); ask for the lines ahead, for writing */
+         * slower than reading and writing ax); ask for the lines ahead, for writing,
+         * where the kernels prefetch (fo_prefetch) */
         const int64_t line = 64 / (int64_t)sizeof(T), ahead = 16 * line;
         for (int64_t block = begin; block < end; block += line) {
             const int64_t stop = end - block < line ? end : block + line;
-            __builtin_prefetch(ax + block + ahead, 1, 3);
+            if (fo_prefetch) __builtin_prefetch(ax + block + ahead, 1, 3);
             for (int64_t i = block; i < stop; i++) {
                 T d = FN(fo_grad)(g[i], sign, scale, SCALED);
                 T x = p[i];

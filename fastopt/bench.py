@@ -747,7 +747,8 @@ def format_markdown(report):
              "",
              f"Machine: {env['cpu']}, {env['cpus']} CPUs; fastopt {env['fastopt']}, NumPy "
              f"{env['numpy']}, torch {env.get('torch')}, Python {env['python']}; instruction "
-             f"set {env['isa']}; OpenMP {env['openmp']}; {report['threads']} thread(s).",
+             f"set {env['isa']}; OpenMP {env['openmp']}; software prefetch "
+             f"{'on' if env.get('prefetch', True) else 'off'}; {report['threads']} thread(s).",
              "", f"Byte model: {report['byte_model']}.", "",
              "### Targets", "", format_targets(report), "",
              "### Roofline", "", format_roofline(report["roofline"]), ""]

@@ -845,8 +845,14 @@ def main(argv=None) -> int:
                              "JSON report written before (by --json)")
     args = parser.parse_args(argv)
     if args.targets:
-        with open(args.targets) as f:
-            print(format_targets(json.load(f)))
+        try:
+            with open(args.targets) as f:
+                report = json.load(f)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--targets: cannot read a report from {args.targets}: {exc}")
+        if not isinstance(report, dict) or "roofline" not in report:
+            parser.error(f"--targets: {args.targets} is not a report of fastopt bench --json")
+        print(format_targets(report))
         return 0
     algorithms = ([ALGORITHMS[a] for a in args.algorithms] if args.algorithms
                   else list(ALGORITHMS.values()))

@@ -854,3 +854,9 @@ def test_bench_targets_sort_misses_by_what_bounds_them(tmp_path, capsys):
     assert bench.main(["--targets", str(path)]) == 0
     out = capsys.readouterr().out
     assert "ruled out: b 64" in out and "bounded: c 64" in out and "open: d 32" in out
+    for bad, content in (("missing.json", None), ("garbled.json", "{"), ("list.json", "[]")):
+        if content is not None:
+            (tmp_path / bad).write_text(content)
+        with pytest.raises(SystemExit):
+            bench.main(["--targets", str(tmp_path / bad)])
+        assert "--targets" in capsys.readouterr().err

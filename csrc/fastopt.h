@@ -181,6 +181,13 @@ void fo_set_prefetch(int on);
 int fo_get_prefetch(void);
 int fo_prefetch_default(void);
 
+/* The FMA form of divisions by a fixed divisor where the instruction set allows it:
+ * 2 = both dtypes and float64 NAdam's shared reciprocal, 1 = float64 only, 0 = never
+ * (-1: this CPU's default, fo_fma_division_default).  No result depends on it. */
+void fo_set_fma_division(int mode);
+int fo_get_fma_division(void);
+int fo_fma_division_default(void);
+
 /* Flush subnormals to zero (FTZ and DAZ) during each call, restored after it. */
 void fo_set_flush_denormal(int on);
 int fo_get_flush_denormal(void);

@@ -42,8 +42,7 @@ static FO_INLINE T FN(fo_minimum)(T a, T b)
  * is then the rounded quotient (Markstein's theorem).  It needs the remainder not to
  * underflow, which holds for a square root (zero, or at least 2**-74.5 in float and
  * 2**-537 in double) over c within 2**-32..2**32 (float) or 2**-64..2**64 (double);
- * kernels check c with FO_CDIV_GUARD and run the baseline's plain division outside
- * that range.  For zeros, infinities and NaN (where q1 or the correction is NaN or
+ * kernels check c with fo_cdiv_use and divide plainly outside that range.  For zeros, infinities and NaN (where q1 or the correction is NaN or
  * zero) x * zh is the quotient.  Checked, for float, against the division for the
  * square root of every non-negative float and NaN, with twelve divisors including
  * both ends of the range.
@@ -258,20 +257,13 @@ static FO_INLINE int FN(fo_cdiv_divisors_ok)(FN(fo_cdiv_acc) top)
 #endif
 }
 
-/* In a kernel that calls fo_div_sqrt_const(x, c): run the baseline instantiation
- * instead when c is outside the range the correction needs. */
-#undef FO_CDIV_GUARD
-#if FO_CDIV_ON
-#define FO_CDIV_GUARD(name, c)                                                         \
-    do {                                                                               \
-        if (!FN(fo_cdiv_ok)(c)) {                                                      \
-            FO_CAT(name, SFX_BASE)(buf, begin, end, h);                                \
-            return;                                                                    \
-        }                                                                              \
-    } while (0)
-#else
-#define FO_CDIV_GUARD(name, c) ((void)0)
-#endif
+/* Whether a kernel call divides by a fixed divisor c with FMA operations: the
+ * instruction set has the form, c is in the range it needs, and the run-time mode
+ * (fo_fma_division, kernels.c) allows it for this dtype. */
+static FO_INLINE int FN(fo_cdiv_use)(T c)
+{
+    return FO_CDIV_ON && fo_fma_division >= (FO_T_F64 ? 1 : 2) && FN(fo_cdiv_ok)(c);
+}
 
 /* The gradient as the update sees it: negated for maximize (sign = -1), divided by the
  * loss scale when SCALED (torch's fused kernels divide by grad_scale first and negate

@@ -15,8 +15,8 @@ from . import functional, lr_scheduler, reference
 from ._ops import clip_grad_norm_, clip_grad_value_
 from ._buffers import arena
 from ._registry import ALGORITHMS, Algorithm, get_algorithm
-from ._kernels import (get_flush_denormal, get_num_threads, get_prefetch, set_flush_denormal,
-                       set_num_threads, set_prefetch)
+from ._kernels import (get_flush_denormal, get_fma_division, get_num_threads, get_prefetch,
+                       set_flush_denormal, set_fma_division, set_num_threads, set_prefetch)
 from ._version import __version__
 from .checkpoint import load, save
 from .multi import MultiOptimizer
@@ -31,9 +31,9 @@ del _algorithm
 __all__ = [
     "ALGORITHMS", "Algorithm", "Optimizer", "get_algorithm", "functional", "reference",
     "__version__",
-    # speed: a parameter arena, threads, flush-to-zero, software prefetch
+    # speed: a parameter arena, threads, flush-to-zero, per-CPU choices
     "arena", "set_num_threads", "get_num_threads", "set_flush_denormal", "get_flush_denormal",
-    "set_prefetch", "get_prefetch",
+    "set_prefetch", "get_prefetch", "set_fma_division", "get_fma_division",
     # around a step: several optimizers as one, clipping, schedules, checkpoints
     "MultiOptimizer", "clip_grad_norm_", "clip_grad_value_", "lr_scheduler", "save", "load",
 ] + [a.cls_name for a in ALGORITHMS.values()]

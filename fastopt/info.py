@@ -30,6 +30,8 @@ def describe() -> dict:
         "flush_denormal": _kernels.get_flush_denormal(),
         "prefetch": _kernels.get_prefetch(),
         "prefetch_default": _kernels.prefetch_default(),
+        "fma_division": _kernels.get_fma_division(),
+        "fma_division_default": _kernels.fma_division_default(),
         "fpflags_checked": _kernels.fpflags_checked(),
     }
 
@@ -54,6 +56,8 @@ def main(argv) -> int:
     print(f"software prefetch: {'on' if info['prefetch'] else 'off'} (this CPU's default: "
           f"{'on' if info['prefetch_default'] else 'off'}; fastopt.set_prefetch, "
           "FASTOPT_PREFETCH)")
+    print(f"FMA form of fixed divisions: {info['fma_division']} (this CPU's default: "
+          f"{info['fma_division_default']}; fastopt.set_fma_division, FASTOPT_FMA_DIVISION)")
     print("FMA division checks: " + ("exception flags read after each block"
                                      if info["fpflags_checked"] else
                                      "exception flags not raised here, every block divides"))

@@ -21,6 +21,17 @@ SIZES = [0, 1, 7, 8, 15, 16, 17, 63, 64, 65, 1023, 4097, 2**16 + 3]
 STEPS = 20
 
 
+@pytest.fixture(autouse=True)
+def fma_division_everywhere():
+    """The tests here run with every FMA form of a division the instruction set has
+    (fastopt.set_fma_division("all")), whatever this CPU's default; the other test
+    files run with the default."""
+    before = fastopt.get_fma_division()
+    fastopt.set_fma_division("all")
+    yield
+    fastopt.set_fma_division(before)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("algorithm,hyper", algorithm_configs())
 def test_kernel_matches_reference(algorithm, hyper, dtype):
@@ -703,16 +714,18 @@ def test_alignment_split_changes_no_result(algorithm, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.name)
-def test_software_prefetch_changes_no_result(algorithm, dtype):
-    """Prefetching on and off (fastopt.set_prefetch) give the reference's bits."""
+def test_per_cpu_choices_change_no_result(algorithm, dtype):
+    """Software prefetch on and off (fastopt.set_prefetch) and every FMA-division mode
+    (fastopt.set_fma_division) give the reference's bits."""
     hyper = dict(algorithm.defaults)
     rng = np.random.default_rng(11)
     param0, grads = random_problem(rng, 70_001, dtype, 2)
-    before = fastopt.get_prefetch()
+    before = fastopt.get_prefetch(), fastopt.get_fma_division()
     results = []
     try:
-        for on in (True, False):
+        for on, mode in ((True, "all"), (False, "all"), (False, "float64"), (True, "off")):
             assert fastopt.set_prefetch(on) is on and fastopt.get_prefetch() is on
+            assert fastopt.set_fma_division(mode) == mode == fastopt.get_fma_division()
             param = param0.copy()
             state = new_state(algorithm, hyper, param)
             ref_param = param0.copy()
@@ -723,11 +736,25 @@ def test_software_prefetch_changes_no_result(algorithm, dtype):
                 kwargs = functional_kwargs(algorithm, hyper, step, step == 1, advanced)
                 algorithm.functional(param, grad, *state, **kwargs)
                 algorithm.reference(ref_param, grad, *ref_state, **kwargs)
-            np.testing.assert_array_equal(param, ref_param, err_msg=f"prefetch={on}")
+            np.testing.assert_array_equal(param, ref_param, err_msg=f"prefetch={on}, {mode}")
             results.append(param)
     finally:
-        fastopt.set_prefetch(before)
-    assert_same_bits(results[1], results[0], "prefetch off against on")
+        fastopt.set_prefetch(before[0])
+        fastopt.set_fma_division(before[1])
+    for other in results[1:]:
+        assert_same_bits(other, results[0], "against prefetch on, every FMA form")
+
+
+def test_set_fma_division_takes_a_mode_or_none():
+    before = fastopt.get_fma_division()
+    try:
+        assert fastopt.set_fma_division(None) == fastopt._kernels.fma_division_default()
+        for bad in ("float32", 1, True, "ALL"):
+            with pytest.raises(ValueError, match="mode must be one of"):
+                fastopt.set_fma_division(bad)
+        assert fastopt.get_fma_division() == fastopt._kernels.fma_division_default()
+    finally:
+        fastopt.set_fma_division(before)
 
 
 def test_set_prefetch_takes_a_bool_or_none():

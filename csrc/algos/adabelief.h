@@ -20,7 +20,7 @@ static FO_INLINE void FN(adabelief_body)(T *restrict p, const T *restrict g, T *
                                          T wd, T decay, T beta1, T one_minus_beta1, T beta2,
                                          T one_minus_beta2, T eps, FN(fo_cdiv) bc2_sqrt,
                                          T neg_step_size, T scale, const int WD,
-                                         const int DECOUPLED, const int SCALED)
+                                         const int DECOUPLED, const int SCALED, const int FAST)
 {
     FO_FOR(i, begin, end, p, g, m, s, NULL, NULL, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
@@ -32,7 +32,9 @@ static FO_INLINE void FN(adabelief_body)(T *restrict p, const T *restrict g, T *
         T si = s[i] * beta2 + (one_minus_beta2 * r) * r;
         si = si + eps;
         s[i] = si;
-        p[i] = x + (neg_step_size * mi) / (FN(fo_div_sqrt_const)(SQRT(si), bc2_sqrt) + eps);
+        const T root = SQRT(si);
+        const T q = FAST ? FN(fo_div_sqrt_const)(root, bc2_sqrt) : root / bc2_sqrt.c;
+        p[i] = x + (neg_step_size * mi) / (q + eps);
     }
 }
 
@@ -47,13 +49,15 @@ FO_KERNEL void FN(adabelief)(char *const *buf, int64_t begin, int64_t end, const
     const double step_size = lr / (1 - pow(beta1, step));
     const double bias_correction2_sqrt = pow(1 - pow(beta2, step), 0.5);
     const T sign = maximize ? (T)-1 : (T)1, scale = (T)h[8];
-    FO_CDIV_GUARD(adabelief, (T)bias_correction2_sqrt);
+    const int fast = FN(fo_cdiv_use)((T)bias_correction2_sqrt);
     const FN(fo_cdiv) bc2k = FN(fo_cdiv_make)((T)bias_correction2_sqrt);
-#define FO_ADABELIEF_3(_, W, D, G) FN(adabelief_body)(p, g, m, s, begin, end, sign, (T)weight_decay, (T)(1 - lr * weight_decay), (T)beta1, (T)(1 - beta1), (T)beta2, (T)(1 - beta2), (T)eps, bc2k, (T)(-step_size), scale, W, D, G)
+#define FO_ADABELIEF_4(_, W, D, G, F) FN(adabelief_body)(p, g, m, s, begin, end, sign, (T)weight_decay, (T)(1 - lr * weight_decay), (T)beta1, (T)(1 - beta1), (T)beta2, (T)(1 - beta2), (T)eps, bc2k, (T)(-step_size), scale, W, D, G, F)
+#define FO_ADABELIEF_3(_, W, D, G) FO_OPT4(fast, FO_ADABELIEF_4, _, W, D, G)
 #define FO_ADABELIEF_2(_, W, D) FO_OPT3(scaled, FO_ADABELIEF_3, _, W, D)
 #define FO_ADABELIEF_1(_, W) FO_OPT2(W && decoupled, FO_ADABELIEF_2, _, W)
     FO_OPT1(weight_decay != 0, FO_ADABELIEF_1, _);
 #undef FO_ADABELIEF_1
 #undef FO_ADABELIEF_2
 #undef FO_ADABELIEF_3
+#undef FO_ADABELIEF_4
 }

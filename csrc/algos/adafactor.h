@@ -209,7 +209,7 @@ void FN(adafactor)(char *const *buf, int64_t batch, int64_t rows, int64_t cols,
                     rmk = FN(fo_cdiv_make)(rm);                                          \
                     rmk_of = mat;                                                        \
                 }                                                                        \
-                int fast = FO_CDIV_ON && FN(fo_cdiv_ok)(rm);                             \
+                int fast = FN(fo_cdiv_use)(rm);                                         \
                 if (fast) {                                                              \
                     FN(adafactor_u_run)(u, g + i, cvr, row_var[row], rm, rmk, len,       \
                                         teps1_sq, sign, scale, scaled, 1, 1);            \

@@ -22,7 +22,7 @@ static FO_INLINE void FN(adam_body)(T *restrict p, const T *restrict g, T *restr
                                     T beta2, T one_minus_beta2, FN(fo_cdiv) bc2_sqrt, T eps,
                                     T neg_step_size, T scale, const int WD,
                                     const int DECOUPLED, const int AMSGRAD, const int SMALL,
-                                    const int SCALED)
+                                    const int SCALED, const int FAST)
 {
     FO_FOR(i, begin, end, p, g, m, v, AMSGRAD ? vmax : NULL, NULL, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
@@ -35,7 +35,9 @@ static FO_INLINE void FN(adam_body)(T *restrict p, const T *restrict g, T *restr
             vi = FN(fo_maximum)(vmax[i], vi);
             vmax[i] = vi;
         }
-        p[i] = x + (neg_step_size * mi) / (FN(fo_div_sqrt_const)(SQRT(vi), bc2_sqrt) + eps);
+        const T root = SQRT(vi);
+        const T q = FAST ? FN(fo_div_sqrt_const)(root, bc2_sqrt) : root / bc2_sqrt.c;
+        p[i] = x + (neg_step_size * mi) / (q + eps);
     }
 }
 
@@ -58,9 +60,10 @@ FO_KERNEL void FN(adam)(char *const *buf, int64_t begin, int64_t end, const doub
     const T tb2 = (T)beta2, omb2 = (T)(1 - beta2), bc2s = (T)bias_correction2_sqrt;
     const T te = (T)eps, nss = (T)(-step_size), scale = (T)h[9];
     const int scaled = h[9] != 1;
-    FO_CDIV_GUARD(adam, bc2s);
+    const int fast = FN(fo_cdiv_use)(bc2s);
     const FN(fo_cdiv) bc2k = FN(fo_cdiv_make)(bc2s);
-#define FO_ADAM_G(W, D, A, S, G) FN(adam_body)(p, g, m, v, vmax, begin, end, sign, wd, decay, w, one_minus_w, tb2, omb2, bc2k, te, nss, scale, W, D, A, S, G)
+#define FO_ADAM_F(W, D, A, S, G, F) FN(adam_body)(p, g, m, v, vmax, begin, end, sign, wd, decay, w, one_minus_w, tb2, omb2, bc2k, te, nss, scale, W, D, A, S, G, F)
+#define FO_ADAM_G(W, D, A, S, G) FO_OPT2(fast, FO_ADAM_F, W, D, A, S, G)
 #define FO_ADAM(W, D, A, S) FO_OPT1(scaled, FO_ADAM_G, W, D, A, S)
 #define FO_ADAM_AS(W, D)                                                    \
     do {                                                                    \
@@ -73,4 +76,5 @@ FO_KERNEL void FN(adam)(char *const *buf, int64_t begin, int64_t end, const doub
 #undef FO_ADAM_AS
 #undef FO_ADAM
 #undef FO_ADAM_G
+#undef FO_ADAM_F
 }

@@ -31,7 +31,8 @@ static FO_INLINE void FN(adan_body)(T *restrict p, const T *restrict g, T *restr
                                     T one_minus_beta3, FN(fo_cdiv) bc3_sqrt, T eps,
                                     T neg_step_size, T neg_step_size_diff, T decay, T prox,
                                     T scale, const int WD,
-                                    const int NO_PROX, const int FIRST, const int SCALED)
+                                    const int NO_PROX, const int FIRST, const int SCALED,
+                                    const int FAST)
 {
     FO_FOR(i, begin, end, p, g, m, md, n, pre, NULL, NULL) {
         T d = FN(fo_grad)(g[i], sign, scale, SCALED);
@@ -43,7 +44,8 @@ static FO_INLINE void FN(adan_body)(T *restrict p, const T *restrict g, T *restr
         md[i] = mdi;
         T ni = n[i] * beta3 + (one_minus_beta3 * u) * u;
         n[i] = ni;
-        T denom = FN(fo_div_sqrt_const)(SQRT(ni), bc3_sqrt) + eps;
+        const T root = SQRT(ni);
+        T denom = (FAST ? FN(fo_div_sqrt_const)(root, bc3_sqrt) : root / bc3_sqrt.c) + eps;
         T x = p[i];
         if (WD && NO_PROX) x = x * decay;
         x = x + (neg_step_size * mi) / denom;
@@ -66,9 +68,10 @@ FO_KERNEL void FN(adan)(char *const *buf, int64_t begin, int64_t end, const doub
     const double bc1 = 1 - pow(beta1, step), bc2 = 1 - pow(beta2, step);
     const double bc3_sqrt = pow(1 - pow(beta3, step), 0.5);
     const T sign = maximize ? (T)-1 : (T)1, scale = (T)h[10];
-    FO_CDIV_GUARD(adan, (T)bc3_sqrt);
+    const int fast = FN(fo_cdiv_use)((T)bc3_sqrt);
     const FN(fo_cdiv) bc3k = FN(fo_cdiv_make)((T)bc3_sqrt);
-#define FO_ADAN_4(_, W, N, F, G) FN(adan_body)(p, g, m, md, n, pre, begin, end, sign, (T)beta1, (T)(1 - beta1), (T)beta2, (T)(1 - beta2), (T)beta3, (T)(1 - beta3), bc3k, (T)eps, (T)(-(lr / bc1)), (T)(-(lr * beta2 / bc2)), (T)(1 - lr * weight_decay), (T)(1 + lr * weight_decay), scale, W, N, F, G)
+#define FO_ADAN_5(_, W, N, F, G, K) FN(adan_body)(p, g, m, md, n, pre, begin, end, sign, (T)beta1, (T)(1 - beta1), (T)beta2, (T)(1 - beta2), (T)beta3, (T)(1 - beta3), bc3k, (T)eps, (T)(-(lr / bc1)), (T)(-(lr * beta2 / bc2)), (T)(1 - lr * weight_decay), (T)(1 + lr * weight_decay), scale, W, N, F, G, K)
+#define FO_ADAN_4(_, W, N, F, G) FO_OPT5(fast, FO_ADAN_5, _, W, N, F, G)
 #define FO_ADAN_3(_, W, N, F) FO_OPT4(scaled, FO_ADAN_4, _, W, N, F)
 #define FO_ADAN_2(_, W, N) FO_OPT3(first, FO_ADAN_3, _, W, N)
 #define FO_ADAN_1(_, W) FO_OPT2(W && no_prox, FO_ADAN_2, _, W)
@@ -77,4 +80,5 @@ FO_KERNEL void FN(adan)(char *const *buf, int64_t begin, int64_t end, const doub
 #undef FO_ADAN_2
 #undef FO_ADAN_3
 #undef FO_ADAN_4
+#undef FO_ADAN_5
 }

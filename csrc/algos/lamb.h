@@ -37,7 +37,7 @@ static FO_INLINE FN(lamb_consts) FN(lamb_setup)(const double *h)
         h[6] != 0 ? (T)-1 : (T)1, (T)h[7], (T)beta1, (T)(1 - beta1), (T)beta2,
         (T)(1 - beta2), bc1, bc2, (T)h[4], (T)h[5],
         FN(fo_cdiv_make)(bc1), FN(fo_cdiv_make)(bc2),
-        FO_CDIV_ON && FN(fo_cdiv_ok)(bc1) && FN(fo_cdiv_ok)(bc2)};
+        FN(fo_cdiv_use)(bc1) && FN(fo_cdiv_use)(bc2)};
     return c;
 }
 

@@ -28,8 +28,9 @@
  */
 /* One element; x is the parameter (weight decay applied), d the gradient term.
  * With FAST the division by bias_correction2 takes the FMA form of
- * fo_div_const_checked, exact where the block's flags say so.  Where FO_NADAM_SHARED
- * the two divisions by denom take it too, with denom's reciprocal
+ * fo_div_const_checked, exact where the block's flags say so.  With FAST == 2 (only
+ * where FO_NADAM_SHARED, and where the run-time mode fo_fma_division allows it) the
+ * two divisions by denom take it too, with denom's reciprocal
  * (fo_cdiv_make_shared): one division where there were two, denom noted in `*dtop`
  * (fo_cdiv_divisor_note).
  *
@@ -39,7 +40,9 @@
  * AVX-512 1.09x as long and double on AVX2 1.26x in cache (with the flags: the
  * shared form's five vector operations in place of each division, in loops bound by
  * their vector operations rather than by the divider), so only double on AVX-512
- * shares. */
+ * shares; on an AMD Zen 5 core, whose divider is faster, the two divisions took 0.68
+ * to 0.70 of the shared form's time in cache and 0.91 from memory, so it does not
+ * share there (fo_fma_division_default). */
 #undef FO_NADAM_SHARED
 #define FO_NADAM_SHARED (FO_FAST_CDIV == 2 && FO_T_F64)
 static FO_INLINE T FN(nadam_update)(T x, T d, T mi, T vi, T bc2, FN(fo_cdiv) bc2k, T eps,
@@ -53,7 +56,7 @@ static FO_INLINE T FN(nadam_update)(T x, T d, T mi, T vi, T bc2, FN(fo_cdiv) bc2
         q = vi / bc2;
     }
     const T denom = SQRT(q) + eps;
-    if (FAST && FO_NADAM_SHARED) {
+    if (FAST == 2 && FO_NADAM_SHARED) {
         FN(fo_cdiv_divisor_note)(denom, dtop);
         const FN(fo_cdiv) dk = FN(fo_cdiv_make_shared)(denom);
         x = x + FN(fo_div_const_checked)(c_grad * d, dk);
@@ -127,13 +130,15 @@ FO_KERNEL void FN(nadam)(char *const *buf, int64_t begin, int64_t end, const dou
     /* against the division, AVX-512, side by side: float 0.81 of its time at 65,536
      * elements, 0.91 at 16,000,000 (with fo_div_sqrt_const's select, 1.02 and 1.10);
      * double 0.83 and 0.79 */
-    const int fast = FO_CDIV_ON && FN(fo_cdiv_ok)(bc2);
+    const int fast = !FN(fo_cdiv_use)(bc2) ? 0
+                     : FO_NADAM_SHARED && fo_fma_division >= 2 ? 2 : 1;
 #define FO_NADAM_5(_, F, W, D, S, G) FN(nadam_body)(p, g, m, v, begin, end, sign, wd, decay, w, one_minus_w, (T)beta2, (T)(1 - beta2), bc2, bc2k, (T)eps, (T)c_grad, (T)c_avg, scale, F, W, D, S, G)
 #define FO_NADAM_4(_, F, W, D, S) FO_OPT5(scaled, FO_NADAM_5, _, F, W, D, S)
 #define FO_NADAM_3(_, F, W, D) FO_OPT4(small, FO_NADAM_4, _, F, W, D)
 #define FO_NADAM_2(_, F, W) FO_OPT3(W && decoupled, FO_NADAM_3, _, F, W)
 #define FO_NADAM_1(_, F) FO_OPT2(weight_decay != 0, FO_NADAM_2, _, F)
-    FO_OPT1(fast, FO_NADAM_1, _);
+    if (FO_NADAM_SHARED && fast == 2) FO_NADAM_1(_, 2);
+    else FO_OPT1(fast, FO_NADAM_1, _);
 #undef FO_NADAM_1
 #undef FO_NADAM_5
 #undef FO_NADAM_2

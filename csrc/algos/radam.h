@@ -128,7 +128,7 @@ FO_KERNEL void FN(radam)(char *const *buf, int64_t begin, int64_t end, const dou
     const T bc1 = (T)bias_correction1;
 #if FO_RADAM_FMA
     const FN(fo_cdiv) bc1k = FN(fo_cdiv_make)(bc1);
-    const int fast = FN(fo_cdiv_ok)(bc1);
+    const int fast = FN(fo_cdiv_use)(bc1);
 #else
     /* no reciprocal to compute: the other instantiations keep the native build's code */
     const FN(fo_cdiv) bc1k = {bc1, (T)0, (T)0};

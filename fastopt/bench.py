@@ -748,7 +748,8 @@ def format_markdown(report):
              f"Machine: {env['cpu']}, {env['cpus']} CPUs; fastopt {env['fastopt']}, NumPy "
              f"{env['numpy']}, torch {env.get('torch')}, Python {env['python']}; instruction "
              f"set {env['isa']}; OpenMP {env['openmp']}; software prefetch "
-             f"{'on' if env.get('prefetch', True) else 'off'}; {report['threads']} thread(s).",
+             f"{'on' if env.get('prefetch', True) else 'off'}; FMA division "
+             f"{env.get('fma_division', 'all')}; {report['threads']} thread(s).",
              "", f"Byte model: {report['byte_model']}.", "",
              "### Targets", "", format_targets(report), "",
              "### Roofline", "", format_roofline(report["roofline"]), ""]

@@ -492,9 +492,9 @@ static unsigned int fo_amd_family(void)
 }
 
 /* Whether the kernels prefetch by default on this CPU.  Measured with the kernels
- * called side by side at 16,000,000 elements, one thread, AVX-512: on Intel Xeon and
- * AMD Zen 4 cores prefetching took the divider-bound kernels to 0.71 to 0.98 of their
- * time (kernels_impl.h); on an AMD Zen 5 core (family 1Ah) the kernels without it
+ * called side by side at 16,000,000 elements, one thread, AVX-512: on the Intel Xeon
+ * core where it was introduced prefetching took the divider-bound kernels to 0.71 to
+ * 0.98 of their time (kernels_impl.h); on an AMD Zen 5 core (family 1Ah) the kernels without it
  * take 0.84 to 1.01 of the time with it (LARS, Adafactor and ASGD float32 0.84,
  * 0.85 and 0.92, none slower by more than 1%), and 0.88 to 1.03 at 65,536 elements. */
 int fo_prefetch_default(void) { return fo_amd_family() < 0x1a; }
@@ -508,8 +508,8 @@ int fo_get_prefetch(void) { return fo_prefetch; }
  * package builds side by side), plain division took float32 Adam, NAdam, AdaBelief,
  * Adan and LAMB 0.80 to 0.93 of the FMA form's time and float64 NAdam 0.68 to 0.70
  * of its shared reciprocal's, while float64 Adam, AdaBelief and Adan took 1.04 to
- * 1.18 of the FMA form's; on Intel Xeon and AMD Zen 4 cores the FMA form gained
- * everywhere it is used. */
+ * 1.18 of the FMA form's; on the Intel Xeon core where it was introduced the FMA
+ * form gained everywhere it is used. */
 int fo_fma_division_default(void) { return fo_amd_family() >= 0x1a ? 1 : 2; }
 
 void fo_set_fma_division(int mode)

@@ -42,8 +42,9 @@ static FO_INLINE T FN(fo_minimum)(T a, T b)
  * is then the rounded quotient (Markstein's theorem).  It needs the remainder not to
  * underflow, which holds for a square root (zero, or at least 2**-74.5 in float and
  * 2**-537 in double) over c within 2**-32..2**32 (float) or 2**-64..2**64 (double);
- * kernels check c with fo_cdiv_use and divide plainly outside that range.  For zeros, infinities and NaN (where q1 or the correction is NaN or
- * zero) x * zh is the quotient.  Checked, for float, against the division for the
+ * kernels check c with fo_cdiv_use and divide plainly outside that range.  For zeros,
+ * infinities and NaN (where q1 or the correction is NaN or zero) x * zh is the
+ * quotient.  Checked, for float, against the division for the
  * square root of every non-negative float and NaN, with twelve divisors including
  * both ends of the range.
  *

@@ -52,7 +52,7 @@ FO_KERNEL void FN(adabelief)(char *const *buf, int64_t begin, int64_t end, const
     const int fast = FN(fo_cdiv_use)((T)bias_correction2_sqrt);
     const FN(fo_cdiv) bc2k = FN(fo_cdiv_make)((T)bias_correction2_sqrt);
 #define FO_ADABELIEF_4(_, W, D, G, F) FN(adabelief_body)(p, g, m, s, begin, end, sign, (T)weight_decay, (T)(1 - lr * weight_decay), (T)beta1, (T)(1 - beta1), (T)beta2, (T)(1 - beta2), (T)eps, bc2k, (T)(-step_size), scale, W, D, G, F)
-#define FO_ADABELIEF_3(_, W, D, G) FO_OPT4(fast, FO_ADABELIEF_4, _, W, D, G)
+#define FO_ADABELIEF_3(_, W, D, G) FO_OPT4(FO_CDIV_ON && fast, FO_ADABELIEF_4, _, W, D, G)
 #define FO_ADABELIEF_2(_, W, D) FO_OPT3(scaled, FO_ADABELIEF_3, _, W, D)
 #define FO_ADABELIEF_1(_, W) FO_OPT2(W && decoupled, FO_ADABELIEF_2, _, W)
     FO_OPT1(weight_decay != 0, FO_ADABELIEF_1, _);

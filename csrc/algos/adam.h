@@ -63,7 +63,7 @@ FO_KERNEL void FN(adam)(char *const *buf, int64_t begin, int64_t end, const doub
     const int fast = FN(fo_cdiv_use)(bc2s);
     const FN(fo_cdiv) bc2k = FN(fo_cdiv_make)(bc2s);
 #define FO_ADAM_F(W, D, A, S, G, F) FN(adam_body)(p, g, m, v, vmax, begin, end, sign, wd, decay, w, one_minus_w, tb2, omb2, bc2k, te, nss, scale, W, D, A, S, G, F)
-#define FO_ADAM_G(W, D, A, S, G) FO_OPT2(fast, FO_ADAM_F, W, D, A, S, G)
+#define FO_ADAM_G(W, D, A, S, G) FO_OPT2(FO_CDIV_ON && fast, FO_ADAM_F, W, D, A, S, G)
 #define FO_ADAM(W, D, A, S) FO_OPT1(scaled, FO_ADAM_G, W, D, A, S)
 #define FO_ADAM_AS(W, D)                                                    \
     do {                                                                    \

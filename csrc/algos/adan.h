@@ -71,7 +71,7 @@ FO_KERNEL void FN(adan)(char *const *buf, int64_t begin, int64_t end, const doub
     const int fast = FN(fo_cdiv_use)((T)bc3_sqrt);
     const FN(fo_cdiv) bc3k = FN(fo_cdiv_make)((T)bc3_sqrt);
 #define FO_ADAN_5(_, W, N, F, G, K) FN(adan_body)(p, g, m, md, n, pre, begin, end, sign, (T)beta1, (T)(1 - beta1), (T)beta2, (T)(1 - beta2), (T)beta3, (T)(1 - beta3), bc3k, (T)eps, (T)(-(lr / bc1)), (T)(-(lr * beta2 / bc2)), (T)(1 - lr * weight_decay), (T)(1 + lr * weight_decay), scale, W, N, F, G, K)
-#define FO_ADAN_4(_, W, N, F, G) FO_OPT5(fast, FO_ADAN_5, _, W, N, F, G)
+#define FO_ADAN_4(_, W, N, F, G) FO_OPT5(FO_CDIV_ON && fast, FO_ADAN_5, _, W, N, F, G)
 #define FO_ADAN_3(_, W, N, F) FO_OPT4(scaled, FO_ADAN_4, _, W, N, F)
 #define FO_ADAN_2(_, W, N) FO_OPT3(first, FO_ADAN_3, _, W, N)
 #define FO_ADAN_1(_, W) FO_OPT2(W && no_prox, FO_ADAN_2, _, W)

@@ -55,6 +55,10 @@ float32 elements against one step over a single 200,000-element buffer (and torc
 fused); the functional kernel on 16 elements; 2**24 elements against 16,000,000; one
 thread against two at 1,048,576; state full of subnormal numbers against normal ones;
 and each instruction set at 65,536 elements.
+
+Every run's Markdown opens with the targets of the benchmark, each checked against
+its measurement, a miss classed by what bounds it (``evaluate_targets``); ``--targets
+bench.json`` prints that table for a report written before, measuring nothing.
 """
 from __future__ import annotations
 

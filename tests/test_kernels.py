@@ -716,33 +716,61 @@ def test_alignment_split_changes_no_result(algorithm, dtype):
 @pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.name)
 def test_per_cpu_choices_change_no_result(algorithm, dtype):
     """Software prefetch on and off (fastopt.set_prefetch) and every FMA-division mode
-    (fastopt.set_fma_division) give the reference's bits."""
+    (fastopt.set_fma_division) give the reference's bits, parameter and state, for
+    sizes from empty to several blocks with a tail."""
     hyper = dict(algorithm.defaults)
     rng = np.random.default_rng(11)
-    param0, grads = random_problem(rng, 70_001, dtype, 2)
     before = fastopt.get_prefetch(), fastopt.get_fma_division()
-    results = []
     try:
-        for on, mode in ((True, "all"), (False, "all"), (False, "float64"), (True, "off")):
-            assert fastopt.set_prefetch(on) is on and fastopt.get_prefetch() is on
-            assert fastopt.set_fma_division(mode) == mode == fastopt.get_fma_division()
-            param = param0.copy()
-            state = new_state(algorithm, hyper, param)
-            ref_param = param0.copy()
-            ref_state = [None if b is None else b.copy() for b in state]
-            scalar_state = None
-            for step, grad in enumerate(grads, start=1):
-                advanced, scalar_state = algorithm.advance_scalars(hyper, step, scalar_state)
-                kwargs = functional_kwargs(algorithm, hyper, step, step == 1, advanced)
-                algorithm.functional(param, grad, *state, **kwargs)
-                algorithm.reference(ref_param, grad, *ref_state, **kwargs)
-            np.testing.assert_array_equal(param, ref_param, err_msg=f"prefetch={on}, {mode}")
-            results.append(param)
+        for n in (0, 1, 17, 70_001):
+            param0, grads = random_problem(rng, n, dtype, 2)
+            results = []
+            for on, mode in ((True, "all"), (False, "all"), (False, "float64"), (True, "off")):
+                assert fastopt.set_prefetch(on) is on and fastopt.get_prefetch() is on
+                assert fastopt.set_fma_division(mode) == mode == fastopt.get_fma_division()
+                what = f"n={n}, prefetch={on}, {mode}"
+                param = param0.copy()
+                state = new_state(algorithm, hyper, param)
+                ref_param = param0.copy()
+                ref_state = [None if b is None else b.copy() for b in state]
+                scalar_state = None
+                for step, grad in enumerate(grads, start=1):
+                    advanced, scalar_state = algorithm.advance_scalars(hyper, step, scalar_state)
+                    kwargs = functional_kwargs(algorithm, hyper, step, step == 1, advanced)
+                    algorithm.functional(param, grad, *state, **kwargs)
+                    algorithm.reference(ref_param, grad, *ref_state, **kwargs)
+                np.testing.assert_array_equal(param, ref_param, err_msg=what)
+                for spec, mine, ref in zip(algorithm.state, state, ref_state):
+                    if mine is not None:
+                        np.testing.assert_array_equal(mine, ref, err_msg=f"{spec.name}, {what}")
+                results.append(param)
+            for other in results[1:]:
+                assert_same_bits(other, results[0], f"n={n}: against prefetch on, every FMA form")
     finally:
         fastopt.set_prefetch(before[0])
         fastopt.set_fma_division(before[1])
-    for other in results[1:]:
-        assert_same_bits(other, results[0], "against prefetch on, every FMA form")
+
+
+@pytest.mark.parametrize("variable,value,expect", [
+    ("FASTOPT_PREFETCH", "0", "False"), ("FASTOPT_PREFETCH", "1", "True"),
+    ("FASTOPT_PREFETCH", "yes", "FASTOPT_PREFETCH must be 0 or 1"),
+    ("FASTOPT_FMA_DIVISION", "off", "off"), ("FASTOPT_FMA_DIVISION", "all", "all"),
+    ("FASTOPT_FMA_DIVISION", "float32", "FASTOPT_FMA_DIVISION must be one of"),
+])
+def test_per_cpu_choices_from_the_environment(variable, value, expect):
+    """FASTOPT_PREFETCH and FASTOPT_FMA_DIVISION set the choices at import; a value
+    that is neither fails the import with a message naming the variable."""
+    import os
+    import subprocess
+    getter = "get_prefetch" if variable == "FASTOPT_PREFETCH" else "get_fma_division"
+    result = subprocess.run([sys.executable, "-c", f"import fastopt; print(fastopt.{getter}())"],
+                            capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, **{variable: value}))
+    if expect.startswith("FASTOPT_"):
+        assert result.returncode != 0 and expect in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == expect
 
 
 def test_set_fma_division_takes_a_mode_or_none():

@@ -7,7 +7,7 @@ runs the table with the GIL released, in one call for all parameters.
 """
 cimport cython
 cimport numpy as cnp
-from libc.stdint cimport int64_t, uintptr_t
+from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, calloc, free, qsort
 from libc.string cimport memset, memcpy, memcmp
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
@@ -751,6 +751,17 @@ cdef extern from *:
         if (found == NULL && PyErr_Occurred()) PyErr_Clear();
         return found;
     }
+    /* A dict's version tag (PEP 509): a number that changes, to one no dict has had,
+     * whenever the dict is modified.  While it is the one Plan.run recorded after its
+     * own writes, the dict holds what that step verified and wrote, and the step can
+     * skip looking its entries up.  CPython deprecates the field from 3.12; there, and
+     * on other implementations, this is 0 ("unknown") and every step looks up. */
+    #if !defined(PYPY_VERSION) && PY_VERSION_HEX < 0x030C0000
+    static inline uint64_t fo_dict_version(PyObject *d)
+    { return PyDict_Check(d) ? ((PyDictObject *)d)->ma_version_tag : 0; }
+    #else
+    static inline uint64_t fo_dict_version(PyObject *d) { (void)d; return 0; }
+    #endif
     /* A step count from an exact int; -1 for anything else (or out of range). */
     static inline long long fo_step_value(PyObject *o)
     {
@@ -770,6 +781,7 @@ cdef extern from *:
     bint fo_arr_same_layout(PyObject *a, PyObject *param, int typenum) noexcept
     PyObject *fo_dict_get(PyObject *d, PyObject *key) noexcept
     long long fo_step_value(PyObject *o) noexcept
+    uint64_t fo_dict_version(PyObject *d) noexcept
     PyObject *fo_list_item "PyList_GET_ITEM"(PyObject *lst, Py_ssize_t i) noexcept
 
 
@@ -838,6 +850,12 @@ cdef class Plan:
     cdef uintptr_t *clear_start
     cdef uintptr_t *clear_end
     cdef int64_t *steps
+    # the version of the optimizer's state dict at which every parameter's entry was
+    # found to be the prepared one, and of each entry after the last step that checked
+    # and wrote it, with the step count it then holds (0: none; fo_dict_version)
+    cdef uint64_t state_version
+    cdef uint64_t *entry_version
+    cdef int64_t *entry_step
     cdef fo_task *table
     cdef fo_task *active
     cdef double *hyper
@@ -870,6 +888,9 @@ cdef class Plan:
         self.clear_start = NULL
         self.clear_end = NULL
         self.steps = NULL
+        self.entry_version = NULL
+        self.entry_step = NULL
+        self.state_version = 0
         self.table = NULL
         self.active = NULL
         self.hyper = NULL
@@ -884,6 +905,7 @@ cdef class Plan:
     def __dealloc__(self):
         free(self.group_of); free(self.typenum); free(self.active_flag)
         free(self.active_index); free(self.active_itemsize); free(self.steps)
+        free(self.entry_version); free(self.entry_step)
         free(self.clear_start); free(self.clear_end); free(self.table); free(self.active)
         free(self.hyper); free(self.group_hyper); free(self.spans)
         free(self.param_ptr); free(self.dict_ptr); free(self.buf_ptr); free(self.key_ptr)
@@ -945,6 +967,8 @@ cdef class Plan:
         self.clear_start = <uintptr_t *>calloc(max(n, 1), sizeof(uintptr_t))
         self.clear_end = <uintptr_t *>calloc(max(n, 1), sizeof(uintptr_t))
         self.steps = <int64_t *>malloc(max(n, 1) * sizeof(int64_t))
+        self.entry_version = <uint64_t *>calloc(max(n, 1), sizeof(uint64_t))
+        self.entry_step = <int64_t *>calloc(max(n, 1), sizeof(int64_t))
         self.table = <fo_task *>malloc(max(n, 1) * sizeof(fo_task))
         self.active = <fo_task *>malloc(max(n, 1) * sizeof(fo_task))
         self.hyper = <double *>malloc(max(n, 1) * FO_MAX_HYPER * sizeof(double))
@@ -953,7 +977,8 @@ cdef class Plan:
         if (self.group_of == NULL or self.typenum == NULL or self.active_flag == NULL
                 or self.active_index == NULL or self.active_itemsize == NULL
                 or self.clear_start == NULL or self.clear_end == NULL
-                or self.steps == NULL or self.table == NULL
+                or self.steps == NULL or self.entry_version == NULL
+                or self.entry_step == NULL or self.table == NULL
                 or self.active == NULL or self.hyper == NULL or self.group_hyper == NULL
                 or self.spans == NULL):
             raise MemoryError()
@@ -1048,7 +1073,9 @@ cdef class Plan:
         """
         cdef Py_ssize_t i, j, g, s, k, nactive = 0, lo, hi, mid, nrun
         cdef Py_ssize_t nstate = self.nstate
-        cdef bint clear
+        cdef bint clear, entry_same
+        cdef bint state_same = (self.state_version != 0
+                                and fo_dict_version(<PyObject *>state) == self.state_version)
         cdef PyObject *found
         cdef PyObject *gobj
         cdef PyObject *pobj
@@ -1095,8 +1122,11 @@ cdef class Plan:
             if not self.has_bufs[i]:
                 return False
             entry = self.dict_ptr[i]
-            if fo_dict_get(<PyObject *>state, self.key_ptr[i]) != entry:
+            if not state_same and fo_dict_get(<PyObject *>state, self.key_ptr[i]) != entry:
                 return False
+            # unchanged since the last step wrote it: its buffers and step are known
+            entry_same = (self.entry_version[i] != 0
+                          and fo_dict_version(entry) == self.entry_version[i])
             pobj = self.param_ptr[i]
             typenum = self.typenum[i]
             if fo_arr_data(pobj) != self.table[i].buf[0] \
@@ -1108,7 +1138,7 @@ cdef class Plan:
                 bobj = self.buf_ptr[i * nstate + s]
                 if bobj == NULL:
                     continue
-                if fo_dict_get(entry, self.name_ptr[s]) != bobj:
+                if not entry_same and fo_dict_get(entry, self.name_ptr[s]) != bobj:
                     return False
                 if fo_arr_data(bobj) != self.table[i].buf[s + 2] \
                         or not fo_arr_writeable(bobj) \
@@ -1117,8 +1147,12 @@ cdef class Plan:
             if not fo_is_array(gobj) or not fo_arr_same_layout(gobj, pobj, typenum):
                 return False
             if self.tracks_step:
-                found = fo_dict_get(entry, <PyObject *>self.step_key)
-                count = 0
+                if entry_same:
+                    count = self.entry_step[i]
+                    found = NULL
+                else:
+                    found = fo_dict_get(entry, <PyObject *>self.step_key)
+                    count = 0
                 if found != NULL:
                     count = fo_step_value(found)
                     if count < 0:
@@ -1211,6 +1245,14 @@ cdef class Plan:
                 for name in self.scalar_names:
                     PyDict_SetItem(<object>self.dict_ptr[self.active_index[k]], name,
                                    last_new[name])
+        # what each checked entry now holds, at its version after these writes; the
+        # state dict's version counts only when every parameter's entry was checked
+        for k in range(nactive):
+            i = self.active_index[k]
+            self.entry_version[i] = fo_dict_version(self.dict_ptr[i])
+            self.entry_step[i] = self.steps[k]
+        self.state_version = (fo_dict_version(<PyObject *>state)
+                              if nactive == self.nparams else 0)
         return True
 
 

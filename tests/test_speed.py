@@ -269,6 +269,54 @@ def test_state_buffer_replaced_by_hand_is_used():
     np.testing.assert_array_equal(a.state[0]["exp_avg"], b.state[0]["exp_avg"])
 
 
+def _edit_state(kind):
+    """An edit of parameter 2's state before step 3 (after two planned steps)."""
+    def edit(opt, index):
+        if index != 3:
+            return
+        state = opt.state
+        if kind == "buffer":
+            state[2]["exp_avg"] = np.full_like(state[2]["exp_avg"], 0.25)
+        elif kind == "step":
+            state[2]["step"] = 40
+        elif kind == "update":
+            state[2].update(step=11, exp_avg_sq=np.full_like(state[2]["exp_avg_sq"], 2.0))
+        elif kind in ("new-entry", "new-entry-while-skipped"):
+            state[2] = {**state[2], "step": 40, "exp_avg": state[2]["exp_avg"] * 2}
+        elif kind == "same-entry-copied":
+            state[2] = dict(state[2])
+        else:
+            raise AssertionError(kind)
+    return edit
+
+
+@pytest.mark.parametrize("kind", ["buffer", "step", "update", "new-entry",
+                                  "new-entry-while-skipped", "same-entry-copied"])
+def test_state_edited_between_planned_steps_is_used(kind):
+    # Planned steps skip looking up state entries that have not changed since the
+    # last step wrote them (the dictionaries' version tags, where CPython has them):
+    # every kind of edit must still be seen.  "while-skipped" replaces an entry just
+    # before a step in which its parameter has no gradient, so that step cannot vouch
+    # for it; the next one must look it up.
+    algorithm = fastopt.Adam.algorithm
+    params, grads = twin_problem(algorithm, seed=6, steps=7)
+    if kind == "new-entry-while-skipped":
+        grads[3][2] = None
+    twins = [p.copy() for p in params]
+    edit = _edit_state(kind)
+    planned = algorithm.cls(params, lr=0.01)
+    for index, g in enumerate(grads):
+        edit(planned, index)
+        planned.step(g)
+    assert planned._plan is not None
+    full = full_path_twin(algorithm, {"lr": 0.01}, twins, grads, edit)
+    assert_same_state(planned, full)
+    # seven steps; the edit before the fourth sets the count (three so far)
+    expected = {"buffer": 7, "step": 40 + 4, "update": 11 + 4, "new-entry": 40 + 4,
+                "new-entry-while-skipped": 40 + 3, "same-entry-copied": 7}
+    assert planned.state[2]["step"] == expected[kind]
+
+
 def test_parameter_replaced_in_its_group_is_updated():
     p, other = np.ones(3), np.zeros(3)
     opt = fastopt.SGD([p], lr=1.0)

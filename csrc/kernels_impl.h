@@ -358,6 +358,13 @@ static FO_INLINE int64_t FN(fo_pf_block)(int64_t b, const void *x0, const void *
     fo_pf_block_bytes(b * (int64_t)sizeof(T), x0, x1, x2, x3, x4, x5, x6, x7);
     return b;
 }
+/* The blocks of the kernels that read the exception flags after each block and
+ * compute a block that raised one again (LAMB's second pass, NAdam, RAdam):
+ * FO_PF_BLOCK elements where they prefetch ahead of each block, else FO_CHECK_BLOCK,
+ * which sets the loop up and reads the flags an eighth as often. */
+#define FO_CHECK_BLOCK (4 * FO_PF_BLOCK)
+#define FO_CHECK_N (fo_prefetch ? FO_PF_BLOCK : FO_CHECK_BLOCK)
+
 /* FO_FOR(i, begin, end, x0, ..., x7) { body }: `for (i = begin; i < end; i++)` in
  * blocks, prefetching the buffers (NULL for none) ahead of each block.  Without
  * prefetch (fo_prefetch off) one block spans the range: each block sets up its loop

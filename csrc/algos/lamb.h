@@ -122,11 +122,12 @@ static FO_INLINE void FN(lamb_body)(T *restrict p, const T *restrict g, T *restr
                                     const int WD, const int SCALED)
 {
     /* each block's parameter as it was, to write it again if the block must divide */
-    T x_old[FO_PF_BLOCK];
+    T x_old[FO_CHECK_BLOCK];
+    const int64_t block = FO_CHECK_N;
     fo_fpflags flags = {0, 0, 0, 0};
     if (FAST) flags = fo_fpflags_begin();
-    for (int64_t start = begin; start < end; start += FO_PF_BLOCK) {
-        const int64_t stop = end - start < FO_PF_BLOCK ? end : start + FO_PF_BLOCK;
+    for (int64_t start = begin; start < end; start += block) {
+        const int64_t stop = end - start < block ? end : start + block;
         FN(fo_pf_block)(start, p, g, m, v, NULL, NULL, NULL, NULL);
         for (int64_t i = start; i < stop; i++) {
             T mn, vn, x = p[i];

@@ -63,6 +63,7 @@ bench.json`` prints that table for a report written before, measuring nothing.
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
 import os
@@ -514,21 +515,23 @@ def subnormal(size=1 << 20, dtype="float32", rounds=15, min_batch=MIN_BATCH_SECO
     try:
         for algorithm in ALGORITHMS.values():
             hyper = bench_hyper(algorithm)
-            timings = {}
+            kwargs = _functional_kwargs(algorithm, hyper, 10)
+            calls = {}
             for label, scale in (("normal", 1.0), ("subnormal", float(tiny) / 8)):
                 param = np.full(size, 0.5 * scale if scale < 1 else 0.5, dtype=dtype)
                 grad = np.full(size, scale, dtype=dtype)
                 state = [np.full(size, scale, dtype=dtype) if spec.needed(hyper) else None
                          for spec in algorithm.state]
-                kwargs = _functional_kwargs(algorithm, hyper, 10)
-                fn = algorithm.functional
-                for flush in (False, True):
-                    def call():
-                        fn(param, grad, *state, **kwargs)
-                    _kernels.set_flush_denormal(flush)
-                    best = time_interleaved({"f": call}, rounds, min_batch)["f"][0]
-                    timings[f"{label}{'_ftz' if flush else ''}"] = best * 1e6
-                    _kernels.set_flush_denormal(False)
+                calls[label] = functools.partial(algorithm.functional, param, grad, *state,
+                                                 **kwargs)
+            timings = {}
+            for flush in (False, True):
+                # normal and subnormal state interleaved: the ratio of one run
+                _kernels.set_flush_denormal(flush)
+                best = time_interleaved(calls, rounds, min_batch)
+                _kernels.set_flush_denormal(False)
+                for label, (seconds, *_) in best.items():
+                    timings[f"{label}{'_ftz' if flush else ''}"] = seconds * 1e6
             results.append({"algorithm": algorithm.name, "dtype": dtype, "size": size,
                             "us": timings,
                             "slowdown": timings["subnormal"] / timings["normal"],

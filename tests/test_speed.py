@@ -694,6 +694,29 @@ def test_bench_smoke(tmp_path):
             assert row["floor_first_us"] is None
 
 
+def test_bench_subnormal_table_times_both_states_side_by_side(monkeypatch):
+    # The slowdown is a ratio of one run: normal and subnormal state are timed in the
+    # same interleaved rounds, with and without flush-to-zero, which is put back.
+    from fastopt import bench
+    seen = []
+    real = bench.time_interleaved
+
+    def spy(calls, rounds, min_batch=bench.MIN_BATCH_SECONDS):
+        seen.append((sorted(calls), _kernels.get_flush_denormal()))
+        return real(calls, rounds, min_batch)
+
+    monkeypatch.setattr(bench, "time_interleaved", spy)
+    before = _kernels.get_flush_denormal()
+    rows = bench.subnormal(size=256, rounds=1, min_batch=0.0001)
+    assert _kernels.get_flush_denormal() == before
+    assert [r["algorithm"] for r in rows] == [a.name for a in ALGORITHMS]
+    assert seen == [(["normal", "subnormal"], False), (["normal", "subnormal"], True)] * len(rows)
+    for row in rows:
+        us = row["us"]
+        assert row["slowdown"] == us["subnormal"] / us["normal"]
+        assert row["slowdown_ftz"] == us["subnormal_ftz"] / us["normal_ftz"]
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.name)
 def test_bench_times_steps_from_the_steady_step(algorithm):
     # RAdam skips its square root and division for its first five steps, and a large

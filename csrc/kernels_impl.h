@@ -361,7 +361,7 @@ static FO_INLINE int64_t FN(fo_pf_block)(int64_t b, const void *x0, const void *
 /* The blocks of the kernels that read the exception flags after each block and
  * compute a block that raised one again (LAMB's second pass, NAdam, RAdam):
  * FO_PF_BLOCK elements where they prefetch ahead of each block, else FO_CHECK_BLOCK,
- * which sets the loop up and reads the flags an eighth as often. */
+ * which sets the loop up and reads the flags a quarter as often. */
 #define FO_CHECK_BLOCK (4 * FO_PF_BLOCK)
 #define FO_CHECK_N (fo_prefetch ? FO_PF_BLOCK : FO_CHECK_BLOCK)
 

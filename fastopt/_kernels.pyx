@@ -790,7 +790,7 @@ cdef extern from *:
     PyObject *fo_list_item "PyList_GET_ITEM"(PyObject *lst, Py_ssize_t i) noexcept
 
 
-cdef Py_ssize_t _coalesce(fo_task *tasks, const int *itemsizes, Py_ssize_t ntasks,
+cdef Py_ssize_t _coalesce(fo_task *tasks, Py_ssize_t ntasks,
                           int nbuf, int nhyper) noexcept:
     """Merge each task into the previous one when all its buffers continue the
     previous task's buffers in memory and its scalars are the same (parameters of an
@@ -808,7 +808,7 @@ cdef Py_ssize_t _coalesce(fo_task *tasks, const int *itemsizes, Py_ssize_t ntask
         joins = out > 0 and tasks[k].reduce == NULL and tasks[out - 1].fn == tasks[k].fn \
             and memcmp(tasks[out - 1].hyper, tasks[k].hyper, nhyper * sizeof(double)) == 0
         if joins:
-            itemsize = itemsizes[k]   # same kernel function, so same dtype as out - 1
+            itemsize = tasks[k].itemsize   # same kernel function, so same dtype as out - 1
             for s in range(nbuf):
                 if (tasks[out - 1].buf[s] == NULL) != (tasks[k].buf[s] == NULL):
                     joins = False
@@ -851,7 +851,6 @@ cdef class Plan:
     cdef int *typenum
     cdef bint *active_flag
     cdef Py_ssize_t *active_index
-    cdef int *active_itemsize
     cdef uintptr_t *clear_start
     cdef uintptr_t *clear_end
     cdef int64_t *steps
@@ -859,6 +858,8 @@ cdef class Plan:
     # found to be the prepared one, and of each entry after the last step that checked
     # and wrote it, with the step count it then holds (0: none; fo_dict_version)
     cdef uint64_t state_version
+    # how many kernel calls the last step made, after merging arena neighbours
+    cdef readonly Py_ssize_t last_calls
     cdef uint64_t *entry_version
     cdef int64_t *entry_step
     cdef fo_task *table
@@ -889,13 +890,13 @@ cdef class Plan:
         self.typenum = NULL
         self.active_flag = NULL
         self.active_index = NULL
-        self.active_itemsize = NULL
         self.clear_start = NULL
         self.clear_end = NULL
         self.steps = NULL
         self.entry_version = NULL
         self.entry_step = NULL
         self.state_version = 0
+        self.last_calls = 0
         self.table = NULL
         self.active = NULL
         self.hyper = NULL
@@ -909,7 +910,7 @@ cdef class Plan:
 
     def __dealloc__(self):
         free(self.group_of); free(self.typenum); free(self.active_flag)
-        free(self.active_index); free(self.active_itemsize); free(self.steps)
+        free(self.active_index); free(self.steps)
         free(self.entry_version); free(self.entry_step)
         free(self.clear_start); free(self.clear_end); free(self.table); free(self.active)
         free(self.hyper); free(self.group_hyper); free(self.spans)
@@ -968,7 +969,6 @@ cdef class Plan:
         self.typenum = <int *>malloc(max(n, 1) * sizeof(int))
         self.active_flag = <bint *>malloc(max(n, 1) * sizeof(bint))
         self.active_index = <Py_ssize_t *>malloc(max(n, 1) * sizeof(Py_ssize_t))
-        self.active_itemsize = <int *>malloc(max(n, 1) * sizeof(int))
         self.clear_start = <uintptr_t *>calloc(max(n, 1), sizeof(uintptr_t))
         self.clear_end = <uintptr_t *>calloc(max(n, 1), sizeof(uintptr_t))
         self.steps = <int64_t *>malloc(max(n, 1) * sizeof(int64_t))
@@ -980,7 +980,7 @@ cdef class Plan:
         self.group_hyper = <double *>malloc(max(self.ngroups, 1) * FO_MAX_HYPER * sizeof(double))
         self.spans = <_Span *>malloc(max(n, 1) * FO_MAX_BUFS * sizeof(_Span))
         if (self.group_of == NULL or self.typenum == NULL or self.active_flag == NULL
-                or self.active_index == NULL or self.active_itemsize == NULL
+                or self.active_index == NULL
                 or self.clear_start == NULL or self.clear_end == NULL
                 or self.steps == NULL or self.entry_version == NULL
                 or self.entry_step == NULL or self.table == NULL
@@ -1202,7 +1202,6 @@ cdef class Plan:
                                                         - self.active[nactive].nsums]
             self.active_flag[i] = True
             self.active_index[nactive] = i
-            self.active_itemsize[nactive] = 4 if typenum == cnp.NPY_FLOAT32 else 8
             nactive += 1
         # A gradient may not overlap a buffer written this step: the written spans are
         # sorted and disjoint, so a binary search finds the first candidate.  A
@@ -1234,7 +1233,8 @@ cdef class Plan:
             if clear:
                 self.clear_start[i] = gs
                 self.clear_end[i] = ge
-        nrun = _coalesce(self.active, self.active_itemsize, nactive, self.nbuf, self.nhyper)
+        nrun = _coalesce(self.active, nactive, self.nbuf, self.nhyper)
+        self.last_calls = nrun
         with nogil:
             fo_run_threads(self.active, nrun, num_threads)
         if self.tracks_step:

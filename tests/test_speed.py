@@ -426,6 +426,24 @@ def test_arena_parameters_step_like_separate_ones(algorithm, hyper):
             assert last.ctypes.data - first.ctypes.data == (7 + 12 + 1) * 8
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_arena_step_is_one_kernel_call(dtype):
+    # Parameters in an arena with gradients in an arena are merged into one task
+    # (empty ones dropped); separate arrays are not.
+    shapes = [(7,), (0,), (3, 4), (), (33,)]
+    flat, views = fastopt.arena(shapes, dtype)
+    grad_flat, grad_views = fastopt.arena(shapes, dtype)
+    grad_flat[:] = 0.5
+    separate = [np.ones(shape, dtype) for shape in shapes]
+    merged = fastopt.Adam(views, lr=0.1)
+    apart = fastopt.Adam(separate, lr=0.1)
+    for _ in range(2):
+        merged.step(grad_views)
+        apart.step([g.copy() for g in grad_views])
+    assert merged._plan.last_calls == 1
+    assert apart._plan.last_calls == 4
+
+
 def test_arena_views_are_back_to_back():
     flat, (w, b, s) = fastopt.arena([(3, 2), (2,), ()], np.float32)
     assert flat.dtype == np.float32 and flat.size == 9 and flat.ctypes.data % 64 == 0

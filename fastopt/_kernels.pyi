@@ -1,5 +1,6 @@
 # Type stub for the compiled module fastopt._kernels (fastopt/_kernels.pyx).
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,10 +46,14 @@ def same_objects(a: list, b: list) -> bool: ...
 class Plan:
     last_calls: int
     def __init__(self, kernel: str, groups: list[dict], state: dict, state_names: tuple[str, ...],
-                 needed: tuple[tuple[bool, ...], ...], tracks_step: bool) -> None: ...
+                 needed: tuple[tuple[bool, ...], ...], tracks_step: bool,
+                 advance: Callable[..., Any] | None = None, scalar_names: tuple[str, ...] = (),
+                 advanced_slots: tuple[tuple[int, str], ...] = (),
+                 hyper_names: tuple[str, ...] | None = None) -> None: ...
     def run(self, groups: list[dict], state: dict, grads: Sequence[_Array | None],
             packed: list[list[float]], needed: tuple[tuple[bool, ...], ...],
             num_threads: int = 0) -> bool: ...
+    def step(self, opt: Any, grads: Sequence[_Array | None]) -> bool: ...
 
 class FastStep:
     kernel: str

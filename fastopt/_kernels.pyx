@@ -882,6 +882,13 @@ cdef class Plan:
     cdef object advance
     cdef tuple scalar_names
     cdef tuple advanced_names
+    # the optimizer's hyperparameter names (Algorithm.hyper_names), for step(); and
+    # what reuse_packed last gave step() with the group dicts it was given and their
+    # versions (fo_dict_version), while no group holds a list under those names
+    cdef object hyper_names
+    cdef object memo_reused
+    cdef list memo_groups
+    cdef uint64_t *memo_version
     cdef Py_ssize_t nadvanced
     cdef Py_ssize_t advanced_slot[FO_MAX_HYPER]
 
@@ -895,6 +902,7 @@ cdef class Plan:
         self.steps = NULL
         self.entry_version = NULL
         self.entry_step = NULL
+        self.memo_version = NULL
         self.state_version = 0
         self.last_calls = 0
         self.table = NULL
@@ -911,7 +919,7 @@ cdef class Plan:
     def __dealloc__(self):
         free(self.group_of); free(self.typenum); free(self.active_flag)
         free(self.active_index); free(self.steps)
-        free(self.entry_version); free(self.entry_step)
+        free(self.entry_version); free(self.entry_step); free(self.memo_version)
         free(self.clear_start); free(self.clear_end); free(self.table); free(self.active)
         free(self.hyper); free(self.group_hyper); free(self.spans)
         free(self.param_ptr); free(self.dict_ptr); free(self.buf_ptr); free(self.key_ptr)
@@ -919,12 +927,14 @@ cdef class Plan:
 
     def __init__(self, str kernel, list groups, dict state, tuple state_names, tuple needed,
                  bint tracks_step, advance=None, tuple scalar_names=(),
-                 tuple advanced_slots=()):
+                 tuple advanced_slots=(), hyper_names=None):
         """Prepare `groups` (an optimizer's ``param_groups``) and `state`.
 
         `advance`, for an algorithm with per-parameter scalar state, is its
         ``advance_scalars(group, step, state)``: `scalar_names` name that state and
         `advanced_slots` holds ``(kernel scalar slot, name)`` for the scalars it gives.
+        `hyper_names` (the algorithm's ``hyper_names``, a tuple) is what :meth:`step`
+        needs to reuse the optimizer's validated hyperparameters.
 
         Raises
         ------
@@ -944,6 +954,9 @@ cdef class Plan:
         self.first_slot = layout[2].index("first_step") if "first_step" in layout[2] else -1
         self.tracks_step = tracks_step
         self.advance = advance
+        if hyper_names is not None and type(hyper_names) is not tuple:
+            raise TypeError("hyper_names must be a tuple or None")
+        self.hyper_names = hyper_names
         self.scalar_names = tuple(sys_intern(n) for n in scalar_names)
         if advance is not None and not tracks_step:
             raise ValueError("scalar state is advanced per step: tracks_step must be true")
@@ -974,6 +987,7 @@ cdef class Plan:
         self.steps = <int64_t *>malloc(max(n, 1) * sizeof(int64_t))
         self.entry_version = <uint64_t *>calloc(max(n, 1), sizeof(uint64_t))
         self.entry_step = <int64_t *>calloc(max(n, 1), sizeof(int64_t))
+        self.memo_version = <uint64_t *>calloc(max(self.ngroups, 1), sizeof(uint64_t))
         self.table = <fo_task *>malloc(max(n, 1) * sizeof(fo_task))
         self.active = <fo_task *>malloc(max(n, 1) * sizeof(fo_task))
         self.hyper = <double *>malloc(max(n, 1) * FO_MAX_HYPER * sizeof(double))
@@ -983,7 +997,8 @@ cdef class Plan:
                 or self.active_index == NULL
                 or self.clear_start == NULL or self.clear_end == NULL
                 or self.steps == NULL or self.entry_version == NULL
-                or self.entry_step == NULL or self.table == NULL
+                or self.entry_step == NULL or self.memo_version == NULL
+                or self.table == NULL
                 or self.active == NULL or self.hyper == NULL or self.group_hyper == NULL
                 or self.spans == NULL):
             raise MemoryError()
@@ -1076,6 +1091,81 @@ cdef class Plan:
         num_threads : int
             0 for the default.
         """
+        return self._run(groups, state, grads, packed, needed, num_threads) == 1
+
+    def step(self, opt, grads):
+        """One step of `opt`, the optimizer that holds this plan, without a loss scale:
+        ``Optimizer.step``'s common case in one compiled call.
+
+        Under the optimizer's lock it reuses the optimizer's validated
+        hyperparameters (:func:`reuse_packed`), checks its ``num_threads`` and runs
+        (:meth:`run`).  Returns whether it ran; when it did not (the plan is no longer
+        the optimizer's, a hyperparameter changed, `grads` is not a list or tuple, or
+        anything :meth:`run` checks differs), nothing was written and
+        ``Optimizer.step`` takes its general path, which reports any error.
+        """
+        if self.hyper_names is None:
+            raise ValueError("this plan was built without hyper_names")
+        if type(grads) is not list and type(grads) is not tuple:
+            return False
+        lock = opt._lock
+        lock.acquire()
+        try:
+            groups = opt.param_groups
+            state = opt.state
+            if opt._plan is not self or type(groups) is not list \
+                    or type(state) is not dict:
+                return False
+            reused = self._reuse(groups, opt)
+            if reused is None:
+                return False
+            return self._run(groups, state, grads, (<tuple>reused)[0], (<tuple>reused)[1],
+                             _check_threads(opt.num_threads, "num_threads")) == 1
+        finally:
+            lock.release()
+
+    cdef object _reuse(self, list groups, opt):
+        """:func:`reuse_packed` for `opt`, or what it gave last time while every group
+        is the same dict at the same version: a dict's version changes, to a value no
+        dict has had, on every modification, and reuse_packed's result depends only
+        on the objects each group holds, unless one is a list (whose items it
+        checks), so groups holding lists are not remembered."""
+        cdef Py_ssize_t g, n = PyList_GET_SIZE(groups)
+        cdef uint64_t version
+        cdef PyObject *group
+        cdef PyObject *found
+        cdef bint same = (self.memo_reused is not None
+                          and n == PyList_GET_SIZE(self.memo_groups))
+        if same:
+            for g in range(n):
+                group = PyList_GET_ITEM(groups, g)
+                if group != PyList_GET_ITEM(self.memo_groups, g) \
+                        or fo_dict_version(group) != self.memo_version[g]:
+                    same = False
+                    break
+        if same:
+            return self.memo_reused
+        self.memo_reused = None
+        reused = reuse_packed(groups, opt._hyper_cache, self.hyper_names)
+        if reused is None or n != self.ngroups:
+            return reused
+        for g in range(n):
+            group = PyList_GET_ITEM(groups, g)
+            version = fo_dict_version(group)   # a dict: reuse_packed checked
+            if version == 0:
+                return reused
+            for name in self.hyper_names:
+                found = PyDict_GetItem(<object>group, name)
+                if found != NULL and type(<object>found) is list:
+                    return reused
+            self.memo_version[g] = version
+        self.memo_groups = list(groups)
+        self.memo_reused = reused
+        return reused
+
+    cdef int _run(self, list groups, dict state, grads, list packed, tuple needed,
+                  int num_threads) except -1:
+        """:meth:`run`: 1 if it ran, 0 if not."""
         cdef Py_ssize_t i, j, g, s, k, nactive = 0, lo, hi, mid, nrun
         cdef Py_ssize_t nstate = self.nstate
         cdef bint clear, entry_same

@@ -189,6 +189,13 @@ class Optimizer:
             Before anything is written, if any hyperparameter or buffer of any
             parameter is invalid.
         """
+        # The common case (a prepared plan, no loss scale, no check) in one compiled
+        # call: it writes nothing when it does not run, and the path below checks
+        # everything again.
+        plan = self._plan
+        if plan is not None and grad_scale is None and not skip_if_nonfinite \
+                and plan.step(self, grads):
+            return None
         grad_scale = check_grad_scale(grad_scale)
         with self._lock:
             if skip_if_nonfinite and not _ops.check_grads(self.params, grads, finite=True):
@@ -235,7 +242,8 @@ class Optimizer:
                 tuple(s.name for s in algorithm.state), needed_groups, algorithm.tracks_step,
                 algorithm.advance_scalars if algorithm.scalar_state else None,
                 tuple(s.name for s in algorithm.scalar_state),
-                tuple((algorithm.kernel_scalars.index(n), n) for n in algorithm.advanced))
+                tuple((algorithm.kernel_scalars.index(n), n) for n in algorithm.advanced),
+                hyper_names=algorithm.hyper_names)
         except (TypeError, ValueError, AttributeError, KeyError):
             self._plan = None  # the full path reports the problem at the next step
 

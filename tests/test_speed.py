@@ -4,6 +4,7 @@ flush-to-zero, and the benchmark's command line."""
 import inspect
 import json
 import os
+import threading
 import time
 
 import numpy as np
@@ -188,6 +189,94 @@ def test_packed_scalars_are_reused_only_for_the_same_objects():
         opt = cached()
         edit(opt)
         assert _kernels.reuse_packed(opt.param_groups, opt._hyper_cache, names) is None, what
+
+
+def test_planned_step_holds_the_optimizers_lock():
+    """The compiled step (Plan.step) takes the optimizer's lock, as the general path
+    does: a step from another thread waits while the lock is held elsewhere."""
+    p = np.ones(64)
+    opt = fastopt.Adam([p], lr=0.1)
+    g = np.linspace(-1, 1, 64)
+    opt.step([g])
+    opt.step([g])
+    assert opt._plan is not None
+    before = p.copy()
+    opt._lock.acquire()
+    try:
+        worker = threading.Thread(target=opt.step, args=([g],))
+        worker.start()
+        worker.join(0.2)
+        assert worker.is_alive()
+        assert p.tobytes() == before.tobytes()
+    finally:
+        opt._lock.release()
+    worker.join()
+    assert p.tobytes() != before.tobytes()
+    assert opt.state[0]["step"] == 3
+
+
+def test_planned_step_releases_the_lock_when_it_raises():
+    p = np.ones(8)
+    opt = fastopt.Adam([p], lr=0.1)
+    opt.step([np.ones(8)])
+    opt.step([np.ones(8)])
+    opt.num_threads = 0
+    before = p.copy()
+    with pytest.raises(ValueError, match="num_threads must be at least 1"):
+        opt.step([np.ones(8)])
+    assert p.tobytes() == before.tobytes()
+    assert opt._lock.acquire(blocking=False)
+    opt._lock.release()
+    opt.num_threads = 1
+    opt.step([np.ones(8)])
+    assert opt.state[0]["step"] == 3
+
+
+def test_plan_no_longer_the_optimizers_does_not_step():
+    """A plan read by one thread while another replaced it (load_state_dict drops the
+    plan) runs nothing: Plan.step checks, under the lock, that it is still the
+    optimizer's plan."""
+    p = np.ones(5)
+    opt = fastopt.Adam([p], lr=0.1)
+    opt.step([np.ones(5)])
+    opt.step([np.ones(5)])
+    plan = opt._plan
+    assert plan.step(opt, [np.ones(5)]) is True
+    opt._plan = None
+    before = p.copy()
+    assert plan.step(opt, [np.ones(5)]) is False
+    assert p.tobytes() == before.tobytes()
+    assert opt.state[0]["step"] == 3
+
+
+def test_planned_steps_reuse_hyperparameters_only_while_the_groups_are_unchanged():
+    """Plan.step remembers the validated hyperparameters while every group is the
+    same dict, unmodified (its version), and holds no list; every edit takes effect."""
+    edits = {
+        "value replaced": lambda group: group.__setitem__("lr", 0.05),
+        "same value, another object": lambda group: group.__setitem__("lr", float("0.1")),
+        "betas replaced": lambda group: group.__setitem__("betas", (0.5, 0.9)),
+        "updated": lambda group: group.update(eps=1e-3, weight_decay=0.5),
+        "key deleted and put back": lambda group: group.__setitem__("eps", group.pop("eps")),
+        "betas made a list, then edited in place": lambda group: (
+            group.__setitem__("betas", [0.9, 0.999]), group["betas"].__setitem__(0, 0.2)),
+    }
+    g = np.linspace(-1, 1, 6)
+    for what, edit in edits.items():
+        p, q = np.ones(6), np.ones(6)
+        planned = fastopt.Adam([p], lr=0.1)
+        full = fastopt.Adam([q], lr=0.1)
+        for index in range(6):
+            if index == 3:
+                edit(planned.param_groups[0])
+                edit(full.param_groups[0])
+            if index == 4 and what.startswith("betas made a list"):
+                planned.param_groups[0]["betas"][0] = 0.7   # in place again
+                full.param_groups[0]["betas"][0] = 0.7
+            planned.step([g])
+            full._plan = None
+            full.step([g])
+        assert p.tobytes() == q.tobytes(), what
 
 
 def test_invalid_edit_between_steps_is_still_rejected():

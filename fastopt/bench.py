@@ -283,6 +283,27 @@ def time_interleaved(calls, rounds, min_batch=MIN_BATCH_SECONDS):
     return {name: (min(s), float(np.median(s))) for name, s in samples.items()}
 
 
+def time_prepared(calls, rounds):
+    """Best and median seconds of one call of each of `calls`, a dict of ``(prepare,
+    call)``, timed round-robin as in :func:`time_interleaved`; `prepare` runs, untimed,
+    before every timed call.
+
+    For a call that changes its own inputs where their values are what is measured
+    (state full of subnormal numbers decays to zero, or grows out of the subnormals,
+    step by step), each timed call starts from the prepared values.
+    """
+    names = list(calls)
+    samples = {name: [] for name in names}
+    for r in range(rounds):
+        for k in range(len(names)):
+            prepare, call = calls[names[(r + k) % len(names)]]
+            prepare()
+            start = time.perf_counter()
+            call()
+            samples[names[(r + k) % len(names)]].append(time.perf_counter() - start)
+    return {name: (min(s), float(np.median(s))) for name, s in samples.items()}
+
+
 def _rounds_for(size, rounds):
     return rounds if rounds else (5 if size >= 4_000_000 else 15)
 
@@ -508,7 +529,12 @@ def _thread_scaling_one(algorithm, size, dtype, thread_counts, rounds, min_batch
 
 def subnormal(size=1 << 20, dtype="float32", rounds=15, min_batch=MIN_BATCH_SECONDS):
     """Time per step over state and gradients full of subnormal numbers over normal ones,
-    with and without flush-to-zero, per algorithm."""
+    with and without flush-to-zero, per algorithm.
+
+    A step changes the values it is timed on (subnormal state decays to zero, a step
+    size grows out of the subnormals), so every timed step starts from the prepared
+    parameter, gradient and state (:func:`time_prepared`; `min_batch` is not used:
+    one step over `size` elements is long enough to time alone)."""
     results = []
     tiny = np.finfo(dtype).smallest_normal
     flush_before = _kernels.get_flush_denormal()
@@ -522,13 +548,16 @@ def subnormal(size=1 << 20, dtype="float32", rounds=15, min_batch=MIN_BATCH_SECO
                 grad = np.full(size, scale, dtype=dtype)
                 state = [np.full(size, scale, dtype=dtype) if spec.needed(hyper) else None
                          for spec in algorithm.state]
-                calls[label] = functools.partial(algorithm.functional, param, grad, *state,
-                                                 **kwargs)
+                buffers = [param, grad] + [b for b in state if b is not None]
+                start = [b.copy() for b in buffers]
+                calls[label] = (functools.partial(_restore, buffers, start),
+                                functools.partial(algorithm.functional, param, grad, *state,
+                                                  **kwargs))
             timings = {}
             for flush in (False, True):
                 # normal and subnormal state interleaved: the ratio of one run
                 _kernels.set_flush_denormal(flush)
-                best = time_interleaved(calls, rounds, min_batch)
+                best = time_prepared(calls, rounds)
                 _kernels.set_flush_denormal(False)
                 for label, (seconds, *_) in best.items():
                     timings[f"{label}{'_ftz' if flush else ''}"] = seconds * 1e6
@@ -539,6 +568,11 @@ def subnormal(size=1 << 20, dtype="float32", rounds=15, min_batch=MIN_BATCH_SECO
     finally:
         _kernels.set_flush_denormal(flush_before)
     return results
+
+
+def _restore(buffers, start):
+    for buffer, values in zip(buffers, start):
+        np.copyto(buffer, values)
 
 
 def isa_comparison(size=65536, dtype="float32", rounds=15, min_batch=MIN_BATCH_SECONDS):

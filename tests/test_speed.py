@@ -803,18 +803,31 @@ def test_bench_smoke(tmp_path):
 
 def test_bench_subnormal_table_times_both_states_side_by_side(monkeypatch):
     # The slowdown is a ratio of one run: normal and subnormal state are timed in the
-    # same interleaved rounds, with and without flush-to-zero, which is put back.
+    # same interleaved rounds, with and without flush-to-zero, which is put back; and
+    # every timed step starts from the prepared values (a step moves subnormal state
+    # towards zero, or out of the subnormals).
     from fastopt import bench
     seen = []
-    real = bench.time_interleaved
+    real = bench.time_prepared
+    tiny = np.finfo(np.float32).smallest_normal
 
-    def spy(calls, rounds, min_batch=bench.MIN_BATCH_SECONDS):
+    def spy(calls, rounds):
         seen.append((sorted(calls), _kernels.get_flush_denormal()))
-        return real(calls, rounds, min_batch)
+        for label, (prepare, call) in calls.items():
+            buffers = [b for b in call.args if b is not None]
+            for _ in range(2):
+                prepare()
+                if label == "subnormal":
+                    assert all(0 < abs(b).max() < tiny for b in buffers), label
+                before = [b.copy() for b in buffers]
+                call()
+                prepare()
+                assert all(np.array_equal(b, c) for b, c in zip(buffers, before)), label
+        return real(calls, rounds)
 
-    monkeypatch.setattr(bench, "time_interleaved", spy)
+    monkeypatch.setattr(bench, "time_prepared", spy)
     before = _kernels.get_flush_denormal()
-    rows = bench.subnormal(size=256, rounds=1, min_batch=0.0001)
+    rows = bench.subnormal(size=256, rounds=1)
     assert _kernels.get_flush_denormal() == before
     assert [r["algorithm"] for r in rows] == [a.name for a in ALGORITHMS]
     assert seen == [(["normal", "subnormal"], False), (["normal", "subnormal"], True)] * len(rows)

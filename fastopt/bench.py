@@ -296,11 +296,12 @@ def time_prepared(calls, rounds):
     samples = {name: [] for name in names}
     for r in range(rounds):
         for k in range(len(names)):
-            prepare, call = calls[names[(r + k) % len(names)]]
+            name = names[(r + k) % len(names)]
+            prepare, call = calls[name]
             prepare()
             start = time.perf_counter()
             call()
-            samples[names[(r + k) % len(names)]].append(time.perf_counter() - start)
+            samples[name].append(time.perf_counter() - start)
     return {name: (min(s), float(np.median(s))) for name, s in samples.items()}
 
 

@@ -263,9 +263,19 @@ def assert_every_isa_gives(function, param, grad, kwargs, expected):
                                 [expected[0], grad, expected[1], expected[2]])
 
 
+@pytest.fixture
+def one_thread():
+    """Steps in one kernel call per buffer (no chunks for threads), put back after."""
+    from fastopt import _kernels
+    before = _kernels.get_num_threads_setting()
+    fastopt.set_num_threads(1)
+    yield
+    fastopt.set_num_threads(before or None)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-@pytest.mark.parametrize("n", [3000, 140_000])
-def test_lamb_divides_plainly_where_a_moment_is_out_of_range(dtype, n):
+@pytest.mark.parametrize("n", [3000, 140_000, (1 << 20) + 4099])
+def test_lamb_divides_plainly_where_a_moment_is_out_of_range(dtype, n, one_thread):
     """LAMB's FMA division by a bias correction (float64 on AVX-512 and AVX2, float32
     on AVX-512) is exact only where its operations do not underflow; a block in which
     an operation raises an exception flag (here underflow and denormal operands) is
@@ -537,6 +547,42 @@ def test_radam_divides_plainly_where_the_first_moment_is_out_of_range(dtype, ste
     assert np.all(np.abs(ref[2][picks]) < info.tiny) and np.all(ref[2][picks] != 0)
     assert np.all(ref[0][picks] != 0) and np.all(np.isfinite(ref[0]))
     assert_every_isa_gives_from(fastopt.functional.radam, start, kwargs, ref)
+
+
+@pytest.mark.parametrize("name", ["nadam", "radam"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_long_calls_check_their_longer_blocks(name, dtype, one_thread):
+    """A call over at least 2**20 elements runs the kernels that check their blocks'
+    exception flags (NAdam, RAdam, LAMB's second pass) in longer blocks
+    (FO_CHECK_LONG): a block in which an operation raises a flag is computed again
+    with the divisions, from the parameter it kept, and the others keep the FMA form.
+    Gradients of a few times the smallest normal in some blocks only (moments and
+    quotients subnormal, some an ulp off in the FMA form), with the parameter 0 and
+    lr 1 there, so that the quotients' bits reach it; one call, on every instruction
+    set, gives the reference's bits."""
+    info = np.finfo(dtype)
+    n = (1 << 20) + 4099
+    rng = np.random.default_rng(13)
+    param, grad, exp_avg, exp_avg_sq = adam_like_start(dtype, n, rng)
+    picks = np.sort(rng.choice(n // 2, 60, replace=False))   # some blocks, not all
+    grad[picks] = (float(info.tiny) * rng.uniform(1, 9.99, picks.size)
+                   * rng.choice([-1, 1], picks.size)).astype(dtype)
+    exp_avg[picks] = 0
+    exp_avg_sq[picks] = 0
+    param[picks] = 0
+    eps = float(info.tiny) * 1e-3 * 2.0 ** info.nmant
+    kwargs = dict(step=10, lr=1.0, betas=(0.9, 0.999), eps=eps, weight_decay=0.0,
+                  decoupled_weight_decay=False, maximize=False)
+    if name == "nadam":
+        kwargs.update(betas=(0.9, 0.75), eps=0.0, momentum_decay=4e-3,
+                      mu_product=0.9 * 0.95)
+    start = [param, grad, exp_avg, exp_avg_sq]
+    ref = [a.copy() for a in start]
+    with np.errstate(all="ignore"):
+        getattr(fastopt.reference, name)(*ref, **kwargs)
+    assert np.all(np.abs(ref[2][picks]) < info.tiny) and np.all(ref[2][picks] != 0)
+    assert np.all(ref[0][picks] != 0)
+    assert_every_isa_gives_from(getattr(fastopt.functional, name), start, kwargs, ref)
 
 
 @pytest.mark.parametrize("beta2,step", [(1.0, 1.0), (2.0, 1.0), (-1e50, 1.0), (-1e300, 3.0),

@@ -75,8 +75,8 @@ static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *rest
                                      const int SCALED)
 {
     /* each block's parameter as it was, to write it again if the block must divide */
-    T x_old[FO_CHECK_BLOCK];
-    const int64_t block = FO_CHECK_N;
+    T x_old[FO_CHECK_LONG];
+    const int64_t block = FO_CHECK_N(end - begin);
     fo_fpflags flags = {0, 0, 0, 0};
     if (FAST) flags = fo_fpflags_begin();
     for (int64_t start = begin; start < end; start += block) {

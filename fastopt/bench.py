@@ -269,18 +269,20 @@ def time_interleaved(calls, rounds, min_batch=MIN_BATCH_SECONDS):
     Every round times one batch of each call, in an order that rotates from round to
     round, so slow phases of a shared machine hit every implementation alike.
     """
-    names = list(calls)
-    numbers = {name: _batch(calls[name], min_batch) for name in names}
-    samples = {name: [] for name in names}
-    for r in range(rounds):
-        for k in range(len(names)):
-            name = names[(r + k) % len(names)]
-            call, number = calls[name], numbers[name]
-            start = time.perf_counter()
-            for _ in range(number):
-                call()
-            samples[name].append((time.perf_counter() - start) / number)
-    return {name: (min(s), float(np.median(s))) for name, s in samples.items()}
+    numbers = {name: _batch(call, min_batch) for name, call in calls.items()}
+    timed = time_prepared({name: (_nothing, functools.partial(_repeat, call, numbers[name]))
+                           for name, call in calls.items()}, rounds)
+    return {name: (best / numbers[name], median / numbers[name])
+            for name, (best, median) in timed.items()}
+
+
+def _nothing():
+    pass
+
+
+def _repeat(call, number):
+    for _ in range(number):
+        call()
 
 
 def time_prepared(calls, rounds):
@@ -528,14 +530,14 @@ def _thread_scaling_one(algorithm, size, dtype, thread_counts, rounds, min_batch
             "speedup": {k: base / v[0] for k, v in timed.items()}}
 
 
-def subnormal(size=1 << 20, dtype="float32", rounds=15, min_batch=MIN_BATCH_SECONDS):
+def subnormal(size=1 << 20, dtype="float32", rounds=15):
     """Time per step over state and gradients full of subnormal numbers over normal ones,
     with and without flush-to-zero, per algorithm.
 
     A step changes the values it is timed on (subnormal state decays to zero, a step
     size grows out of the subnormals), so every timed step starts from the prepared
-    parameter, gradient and state (:func:`time_prepared`; `min_batch` is not used:
-    one step over `size` elements is long enough to time alone)."""
+    parameter, gradient and state (:func:`time_prepared`: one step over `size`
+    elements is long enough to time alone)."""
     results = []
     tiny = np.finfo(dtype).smallest_normal
     flush_before = _kernels.get_flush_denormal()
@@ -939,7 +941,7 @@ def _main(args, argv, use_torch, openmp_threads=None):
         report["threads_scaling"] = thread_scaling(quiet=args.quiet,
                                                    openmp_threads=openmp_threads, **kw)
         _progress("subnormals ...", args.quiet)
-        report["subnormal"] = subnormal(**kw)
+        report["subnormal"] = subnormal()
         _progress("instruction sets ...", args.quiet)
         report["isa"] = isa_comparison(**kw)
         _progress("", args.quiet)

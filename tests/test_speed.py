@@ -801,6 +801,31 @@ def test_bench_smoke(tmp_path):
             assert row["floor_first_us"] is None
 
 
+def test_bench_timers_give_seconds_per_call_without_the_preparation(monkeypatch):
+    # On a clock that only the calls advance: time_interleaved times batches of
+    # several calls and reports one call's time; time_prepared leaves the
+    # preparation out of the time.
+    from fastopt import bench
+    clock = {"now": 0.0}
+
+    class FakeTime:
+        @staticmethod
+        def perf_counter():
+            return clock["now"]
+
+    def costs(seconds):
+        def call():
+            clock["now"] += seconds
+        return call
+
+    monkeypatch.setattr(bench, "time", FakeTime)
+    timed = bench.time_interleaved({"a": costs(0.003), "b": costs(0.0005)}, 3, min_batch=0.01)
+    assert timed["a"] == pytest.approx((0.003, 0.003))
+    assert timed["b"] == pytest.approx((0.0005, 0.0005))
+    timed = bench.time_prepared({"a": (costs(5.0), costs(0.25))}, 4)
+    assert timed["a"] == pytest.approx((0.25, 0.25))
+
+
 def test_bench_subnormal_table_times_both_states_side_by_side(monkeypatch):
     # The slowdown is a ratio of one run: normal and subnormal state are timed in the
     # same interleaved rounds, with and without flush-to-zero, which is put back; and

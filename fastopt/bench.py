@@ -530,47 +530,75 @@ def _thread_scaling_one(algorithm, size, dtype, thread_counts, rounds, min_batch
             "speedup": {k: base / v[0] for k, v in timed.items()}}
 
 
-def subnormal(size=1 << 20, dtype="float32", rounds=15):
+def subnormal(size=1 << 20, dtype="float32", rounds=15, passes=3):
     """Time per step over state and gradients full of subnormal numbers over normal ones,
     with and without flush-to-zero, per algorithm.
 
     A step changes the values it is timed on (subnormal state decays to zero, a step
     size grows out of the subnormals), so every timed step starts from the prepared
     parameter, gradient and state (:func:`time_prepared`: one step over `size`
-    elements is long enough to time alone)."""
-    results = []
+    elements is long enough to time alone).
+
+    The whole table is timed `passes` times, one pass after the other, and each time is
+    the best over the passes, as every time of this module is a best: the speed at which
+    a core handles subnormal operands can change from one moment to the next with no
+    change in the code or the data (``bench/subnormal_probe.c`` runs one loop of
+    fixed instructions over fixed data and prints its slowdown over time), and a pass
+    over all algorithms takes long enough for that to change between passes.  Each row
+    keeps the slowdown of every pass (``slowdown_passes``, ``slowdown_ftz_passes``)."""
+    if passes < 1:
+        raise ValueError(f"passes must be at least 1, got {passes}")
     tiny = np.finfo(dtype).smallest_normal
     flush_before = _kernels.get_flush_denormal()
+    labels = ("normal", "subnormal", "normal_ftz", "subnormal_ftz")
+    per_pass = {algorithm.name: [] for algorithm in ALGORITHMS.values()}
     try:
-        for algorithm in ALGORITHMS.values():
-            hyper = bench_hyper(algorithm)
-            kwargs = _functional_kwargs(algorithm, hyper, 10)
-            calls = {}
-            for label, scale in (("normal", 1.0), ("subnormal", float(tiny) / 8)):
-                param = np.full(size, 0.5 * scale if scale < 1 else 0.5, dtype=dtype)
-                grad = np.full(size, scale, dtype=dtype)
-                state = [np.full(size, scale, dtype=dtype) if spec.needed(hyper) else None
-                         for spec in algorithm.state]
-                buffers = [param, grad] + [b for b in state if b is not None]
-                start = [b.copy() for b in buffers]
-                calls[label] = (functools.partial(_restore, buffers, start),
-                                functools.partial(algorithm.functional, param, grad, *state,
-                                                  **kwargs))
-            timings = {}
-            for flush in (False, True):
-                # normal and subnormal state interleaved: the ratio of one run
-                _kernels.set_flush_denormal(flush)
-                best = time_prepared(calls, rounds)
-                _kernels.set_flush_denormal(False)
-                for label, (seconds, *_) in best.items():
-                    timings[f"{label}{'_ftz' if flush else ''}"] = seconds * 1e6
-            results.append({"algorithm": algorithm.name, "dtype": dtype, "size": size,
-                            "us": timings,
-                            "slowdown": timings["subnormal"] / timings["normal"],
-                            "slowdown_ftz": timings["subnormal_ftz"] / timings["normal_ftz"]})
+        for _ in range(passes):
+            for algorithm in ALGORITHMS.values():
+                per_pass[algorithm.name].append(
+                    _subnormal_pass(algorithm, size, dtype, rounds, float(tiny)))
     finally:
         _kernels.set_flush_denormal(flush_before)
+    results = []
+    for algorithm in ALGORITHMS.values():
+        timings = per_pass[algorithm.name]
+        best = {label: min(t[label] for t in timings) for label in labels}
+        results.append({"algorithm": algorithm.name, "dtype": dtype, "size": size,
+                        "us": best,
+                        "slowdown": best["subnormal"] / best["normal"],
+                        "slowdown_ftz": best["subnormal_ftz"] / best["normal_ftz"],
+                        "slowdown_passes": [t["subnormal"] / t["normal"] for t in timings],
+                        "slowdown_ftz_passes": [t["subnormal_ftz"] / t["normal_ftz"]
+                                                for t in timings]})
     return results
+
+
+def _subnormal_pass(algorithm, size, dtype, rounds, tiny):
+    """One algorithm's microseconds per step of one pass of :func:`subnormal`."""
+    hyper = bench_hyper(algorithm)
+    kwargs = _functional_kwargs(algorithm, hyper, 10)
+    calls = {}
+    for label, scale in (("normal", 1.0), ("subnormal", tiny / 8)):
+        param = np.full(size, 0.5 * scale if scale < 1 else 0.5, dtype=dtype)
+        grad = np.full(size, scale, dtype=dtype)
+        state = [np.full(size, scale, dtype=dtype) if spec.needed(hyper) else None
+                 for spec in algorithm.state]
+        buffers = [param, grad] + [b for b in state if b is not None]
+        start = [b.copy() for b in buffers]
+        calls[label] = (functools.partial(_restore, buffers, start),
+                        functools.partial(algorithm.functional, param, grad, *state,
+                                          **kwargs))
+    timings = {}
+    for flush in (False, True):
+        # normal and subnormal state interleaved: the ratio of one run
+        _kernels.set_flush_denormal(flush)
+        try:
+            best = time_prepared(calls, rounds)
+        finally:
+            _kernels.set_flush_denormal(False)
+        for label, (seconds, *_) in best.items():
+            timings[f"{label}{'_ftz' if flush else ''}"] = seconds * 1e6
+    return timings
 
 
 def _restore(buffers, start):
@@ -784,6 +812,11 @@ def format_roofline(results):
     return "\n".join(lines)
 
 
+def _passes(ratios):
+    """A row's slowdown in each pass of :func:`subnormal`, for the tables."""
+    return " ".join(f"{r:.2f}" for r in ratios) if ratios else "-"
+
+
 def format_markdown(report):
     """The whole report as Markdown: environment, command, roofline, --extra."""
     env = report["environment"]
@@ -844,11 +877,14 @@ def format_extra(report):
     sub = report.get("subnormal")
     if sub:
         out += [f"### Subnormal state, {sub[0]['size']:,} elements, {sub[0]['dtype']}", "",
-                "| algorithm | normal us | subnormal us | slowdown | with flush-to-zero: normal us "
-                "| subnormal us | slowdown |", "|---|---:|---:|---:|---:|---:|---:|"]
+                "| algorithm | normal us | subnormal us | slowdown | each pass "
+                "| with flush-to-zero: normal us | subnormal us | slowdown | each pass |",
+                "|---|---:|---:|---:|---|---:|---:|---:|---|"]
         out += [f"| {r['algorithm']} | {r['us']['normal']:.1f} | {r['us']['subnormal']:.1f} "
-                f"| {r['slowdown']:.2f} | {r['us']['normal_ftz']:.1f} "
-                f"| {r['us']['subnormal_ftz']:.1f} | {r['slowdown_ftz']:.2f} |" for r in sub]
+                f"| {r['slowdown']:.2f} | {_passes(r.get('slowdown_passes'))} "
+                f"| {r['us']['normal_ftz']:.1f} | {r['us']['subnormal_ftz']:.1f} "
+                f"| {r['slowdown_ftz']:.2f} | {_passes(r.get('slowdown_ftz_passes'))} |"
+                for r in sub]
         out.append("")
     isa = report.get("isa")
     if isa:

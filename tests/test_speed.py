@@ -852,7 +852,7 @@ def test_bench_subnormal_table_times_both_states_side_by_side(monkeypatch):
 
     monkeypatch.setattr(bench, "time_prepared", spy)
     before = _kernels.get_flush_denormal()
-    rows = bench.subnormal(size=256, rounds=1)
+    rows = bench.subnormal(size=256, rounds=1, passes=1)
     assert _kernels.get_flush_denormal() == before
     assert [r["algorithm"] for r in rows] == [a.name for a in ALGORITHMS]
     assert seen == [(["normal", "subnormal"], False), (["normal", "subnormal"], True)] * len(rows)
@@ -860,6 +860,31 @@ def test_bench_subnormal_table_times_both_states_side_by_side(monkeypatch):
         us = row["us"]
         assert row["slowdown"] == us["subnormal"] / us["normal"]
         assert row["slowdown_ftz"] == us["subnormal_ftz"] / us["normal_ftz"]
+        assert row["slowdown_passes"] == [row["slowdown"]]
+        assert row["slowdown_ftz_passes"] == [row["slowdown_ftz"]]
+
+
+def test_bench_subnormal_table_keeps_each_pass_and_the_best_of_them(monkeypatch):
+    # Each time is the best over the passes, and each pass's own slowdown is kept: a
+    # core's speed on subnormal operands can change between passes.
+    from fastopt import bench
+    times = iter([5.0, 9.0, 4.0, 4.0] * len(ALGORITHMS)    # pass 1: normal, subnormal x2
+                 + [6.0, 7.0, 5.0, 3.0] * len(ALGORITHMS))  # pass 2
+
+    def fake(calls, rounds):
+        assert sorted(calls) == ["normal", "subnormal"]
+        return {"normal": (next(times), 0.0), "subnormal": (next(times), 0.0)}
+
+    monkeypatch.setattr(bench, "time_prepared", fake)
+    rows = bench.subnormal(size=16, rounds=1, passes=2)
+    for row in rows:
+        assert row["us"] == pytest.approx({"normal": 5e6, "subnormal": 7e6,
+                                           "normal_ftz": 4e6, "subnormal_ftz": 3e6})
+        assert row["slowdown"] == pytest.approx(7 / 5)
+        assert row["slowdown_passes"] == pytest.approx([9 / 5, 7 / 6])
+        assert row["slowdown_ftz_passes"] == pytest.approx([1.0, 3 / 5])
+    with pytest.raises(ValueError, match="passes"):
+        bench.subnormal(size=16, passes=0)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.name)

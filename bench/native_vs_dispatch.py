@@ -10,7 +10,8 @@ as the native build's (addresses aside): where it does, a ratio off 1 is the
 timing's spread or where the code landed, not what the compiler made.  Run from the
 repository root, after building in place::
 
-    python bench/native_vs_dispatch.py [--size 65536] [--rounds 21]
+    python bench/native_vs_dispatch.py [--size 65536] [--rounds 21] [--algorithms adam,lars]
+        [--dtypes float32]
 """
 import argparse
 import importlib
@@ -95,7 +96,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=65536)
     parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--algorithms", type=lambda text: text.split(","),
+                        default=list(fastopt.ALGORITHMS),
+                        help="comma-separated algorithm names (default: all)")
+    parser.add_argument("--dtypes", type=lambda text: text.split(","),
+                        default=["float32", "float64"])
     args = parser.parse_args(argv)
+    unknown = [a for a in args.algorithms if a not in fastopt.ALGORITHMS]
+    if unknown:
+        parser.error(f"--algorithms: unknown {', '.join(unknown)}; "
+                     f"known: {', '.join(fastopt.ALGORITHMS)}")
+    bad = [d for d in args.dtypes if d not in ("float32", "float64")]
+    if bad:
+        parser.error(f"--dtypes: {', '.join(bad)} (float32 and float64 only)")
     with tempfile.TemporaryDirectory() as workdir:
         sys.path.insert(0, build_native(workdir))
         native = importlib.import_module("fastopt_native")
@@ -114,8 +127,8 @@ def main(argv=None):
               + f" | {isas[-1]} / native, medians | {isas[-1]} code against native |")
         print("|---|---|---:|" + "---:|" * len(isas) + "---:|---|")
         worst = {}
-        for dtype in ("float32", "float64"):
-            for algorithm in fastopt.ALGORITHMS.values():
+        for dtype in args.dtypes:
+            for algorithm in (fastopt.ALGORITHMS[a] for a in args.algorithms):
                 rng = np.random.default_rng(0)
                 p = rng.standard_normal(args.size).astype(dtype)
                 g = (rng.standard_normal(args.size) * 1e-2).astype(dtype)

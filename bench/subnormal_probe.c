@@ -50,6 +50,14 @@ static float P[N] __attribute__((aligned(64))), G[N] __attribute__((aligned(64))
     : "rax", "memory", "xmm0", "xmm6", "xmm7", "xmm8", "xmm11", "xmm17", "xmm20",         \
       "xmm22", "xmm23", "xmm24", "xmm26", "xmm27", "xmm28", "k0", "k1", "k2"
 
+/* zmm0 = min(max(zmm0, step_size_min), step_size_max), NaN kept (fo_maximum and
+ * fo_minimum as GCC compiles them). */
+#define CLAMP                                                                            \
+    "vcmpgtps %%zmm17,%%zmm0,%%k0\n vcmpneqps %%zmm0,%%zmm0,%%k1\n korw %%k0,%%k1,%%k1\n"      \
+    "vblendmps %%zmm0,%%zmm17,%%zmm0%{%%k1%}\n"                                            \
+    "vcmpneqps %%zmm0,%%zmm0,%%k1\n vcmpltps %%zmm11,%%zmm0,%%k0\n korw %%k0,%%k1,%%k1\n"      \
+    "vblendmps %%zmm0,%%zmm11,%%zmm0%{%%k1%}\n"
+
 /* Rprop's loop: p = param, g = grad, pr = prev, s = step_size. */
 static void rprop_loop(void)
 {
@@ -64,14 +72,7 @@ static void rprop_loop(void)
         "vcmpneqps %%zmm26,%%zmm20,%%k2\n"
         "vmovaps %%zmm27,%%zmm26%{%%k2%}%{z%}\n"
         "vmovups %%zmm26,(%[pr],%%rax,1)\n"
-        "vcmpgtps %%zmm17,%%zmm0,%%k0\n"
-        "vcmpneqps %%zmm0,%%zmm0,%%k1\n"
-        "korw %%k0,%%k1,%%k1\n"
-        "vblendmps %%zmm0,%%zmm17,%%zmm0%{%%k1%}\n"
-        "vcmpneqps %%zmm0,%%zmm0,%%k1\n"
-        "vcmpltps %%zmm11,%%zmm0,%%k0\n"
-        "korw %%k0,%%k1,%%k1\n"
-        "vblendmps %%zmm0,%%zmm11,%%zmm0%{%%k1%}\n"
+        CLAMP
         "vcmpgtps %%zmm6,%%zmm27,%%k1%{%%k2%}\n"
         "vmovups %%zmm0,(%[s],%%rax,1)\n"
         "vblendmps %%zmm22,%%zmm7,%%zmm27%{%%k1%}\n"
@@ -89,14 +90,7 @@ static void clamp_only(void)
 {
     __asm__ volatile(PROLOGUE
         "vmulps (%[s],%%rax,1),%%zmm8,%%zmm0\n"
-        "vcmpgtps %%zmm17,%%zmm0,%%k0\n"
-        "vcmpneqps %%zmm0,%%zmm0,%%k1\n"
-        "korw %%k0,%%k1,%%k1\n"
-        "vblendmps %%zmm0,%%zmm17,%%zmm0%{%%k1%}\n"
-        "vcmpneqps %%zmm0,%%zmm0,%%k1\n"
-        "vcmpltps %%zmm11,%%zmm0,%%k0\n"
-        "korw %%k0,%%k1,%%k1\n"
-        "vblendmps %%zmm0,%%zmm11,%%zmm0%{%%k1%}\n"
+        CLAMP
         "vmovups %%zmm0,(%[s],%%rax,1)\n"
         EPILOGUE);
 }

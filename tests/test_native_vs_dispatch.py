@@ -51,3 +51,18 @@ def test_disassembly_tells_the_instantiations_apart():
     renamed = {k[:-len("_avx512")]: v for k, v in functions.items() if k.endswith("_avx512")}
     assert script.same_code(functions, renamed, "lion", "float32") == "same"
     assert script.same_code(functions, functions, "lion", "float32") == "differs"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--algorithms", "adam,nosuch"], "--algorithms: unknown nosuch"),
+    (["--dtypes", "float32,float16"], "--dtypes: float16"),
+])
+def test_unknown_rows_are_refused_before_anything_is_built(monkeypatch, capsys, argv,
+                                                             message):
+    script = load_script()
+    monkeypatch.setattr(script, "build_native",
+                        lambda workdir: pytest.fail("built before checking the arguments"))
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -812,11 +812,6 @@ def format_roofline(results):
     return "\n".join(lines)
 
 
-def _passes(ratios):
-    """A row's slowdown in each pass of :func:`subnormal`, for the tables."""
-    return " ".join(f"{r:.2f}" for r in ratios) if ratios else "-"
-
-
 def format_markdown(report):
     """The whole report as Markdown: environment, command, roofline, --extra."""
     env = report["environment"]
@@ -834,6 +829,11 @@ def format_markdown(report):
     if extra:
         lines += [extra]
     return "\n".join(lines) + "\n"
+
+
+def _passes(ratios):
+    """A row's slowdown in each pass of :func:`subnormal`, for the tables."""
+    return " ".join(f"{r:.2f}" for r in ratios) if ratios else "-"
 
 
 def format_extra(report):

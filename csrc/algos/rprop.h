@@ -11,6 +11,12 @@
  * The product, f and the comparison with etaminus are in the element type, as torch
  * computes them.
  *
+ * The gradient's sign, the product and the step size's growth are multiplications as
+ * FMAs (fo_mul_fma, kernels_impl.h): with state full of subnormal numbers the step
+ * took 1.00 to 3.09x its normal time at 65,536 float32 elements as the core's state
+ * changed (40 samples on each of two cores), and 0.94 to 1.03x with the FMAs; over
+ * normal numbers the FMAs cost 1.03 to 1.04x in cache and nothing at 4,000,000.
+ *
  * buffers: param grad prev step_size
  * hyper:   etaminus etaplus step_size_min step_size_max maximize grad_scale
  */
@@ -20,10 +26,10 @@ static FO_INLINE void FN(rprop_body)(T *restrict p, const T *restrict g, T *rest
                                      const int SCALED)
 {
     FO_FOR(i, begin, end, p, g, prev, step_size, NULL, NULL, NULL, NULL) {
-        T d = FN(fo_grad)(g[i], sign, scale, SCALED);
-        T product = d * prev[i];
+        T d = FN(fo_grad_fma)(g[i], sign, scale, SCALED);
+        T product = FN(fo_mul_fma)(d, prev[i]);
         T f = product > 0 ? etaplus : (product < 0 ? etaminus : (T)1);
-        T s = FN(fo_minimum)(FN(fo_maximum)(step_size[i] * f, lo), hi);
+        T s = FN(fo_minimum)(FN(fo_maximum)(FN(fo_mul_fma)(step_size[i], f), lo), hi);
         step_size[i] = s;
         d = f == etaminus ? (T)0 : d;
         T direction = (T)(d > 0) - (T)(d < 0);

@@ -79,24 +79,36 @@ static FO_INLINE void FN(lamb_sums_body)(const T *restrict p, const T *restrict 
     T u[FO_SUM_TILE];
     fo_fpflags flags = {0, 0, 0, 0};
     if (FAST) flags = fo_fpflags_begin();
+    fo_retry retry = fo_retry_start();
+#define FO_LAMB_TILE(F)                                                                  \
+    FO_FOR(i, start, start + n, p, g, m, v, NULL, NULL, NULL, NULL) {                    \
+        T mn, vn;                                                                        \
+        u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn, F, WD,    \
+                                          SCALED);                                       \
+    }
     for (int64_t start = begin; start < end; start += FO_SUM_TILE) {
         const int64_t n = end - start < FO_SUM_TILE ? end - start : FO_SUM_TILE;
-        FO_FOR(i, start, start + n, p, g, m, v, NULL, NULL, NULL, NULL) {
-            T mn, vn;
-            u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn, FAST, WD,
-                                              SCALED);
-        }
-        if (FAST && !fo_fpflags_clean(&flags)) {
-            /* an operation raised a flag: divide this tile */
-            for (int64_t i = start; i < start + n; i++) {
-                T mn, vn;
-                u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn, 0,
-                                                  WD, SCALED);
+        if (!FAST || fo_retry_skip(&retry)) {
+            FO_LAMB_TILE(0)
+            if (FAST && retry.wait == 0) fo_fpflags_reset(&flags);
+        } else {
+            FO_LAMB_TILE(FAST)
+            if (!fo_fpflags_clean(&flags)) {
+                /* an operation raised a flag: divide this tile */
+                for (int64_t i = start; i < start + n; i++) {
+                    T mn, vn;
+                    u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn,
+                                                      0, WD, SCALED);
+                }
+                fo_fpflags_reset(&flags);
+                fo_retry_failed(&retry);
+            } else {
+                fo_retry_passed(&retry);
             }
-            fo_fpflags_reset(&flags);
         }
         FN(fo_lane_sumsq2)(p + start, u, n, param_sq, update_sq);
     }
+#undef FO_LAMB_TILE
     if (FAST) fo_fpflags_end(flags);
     sums[0] += FO_LANE_TOTAL(param_sq);
     sums[1] += FO_LANE_TOTAL(update_sq);
@@ -126,18 +138,26 @@ static FO_INLINE void FN(lamb_body)(T *restrict p, const T *restrict g, T *restr
     const int64_t block = FO_CHECK_N(end - begin);
     fo_fpflags flags = {0, 0, 0, 0};
     if (FAST) flags = fo_fpflags_begin();
+    fo_retry retry = fo_retry_start();
+#define FO_LAMB_BLOCK(F)                                                                 \
+    for (int64_t i = start; i < stop; i++) {                                             \
+        T mn, vn, x = p[i];                                                              \
+        if (F) x_old[i - start] = x;                                                     \
+        T u = FN(lamb_direction)(c, g[i], x, m[i], v[i], &mn, &vn, F, WD, SCALED);       \
+        m[i] = mn;                                                                       \
+        v[i] = vn;                                                                       \
+        p[i] = x + neg_step * u;                                                         \
+    }
     for (int64_t start = begin; start < end; start += block) {
         const int64_t stop = end - start < block ? end : start + block;
         FN(fo_pf_block)(start, p, g, m, v, NULL, NULL, NULL, NULL);
-        for (int64_t i = start; i < stop; i++) {
-            T mn, vn, x = p[i];
-            if (FAST) x_old[i - start] = x;
-            T u = FN(lamb_direction)(c, g[i], x, m[i], v[i], &mn, &vn, FAST, WD, SCALED);
-            m[i] = mn;
-            v[i] = vn;
-            p[i] = x + neg_step * u;
+        if (!FAST || fo_retry_skip(&retry)) {
+            FO_LAMB_BLOCK(0)
+            if (FAST && retry.wait == 0) fo_fpflags_reset(&flags);
+            continue;
         }
-        if (FAST && !fo_fpflags_clean(&flags)) {
+        FO_LAMB_BLOCK(FAST)
+        if (!fo_fpflags_clean(&flags)) {
             /* m and v hold the new moments: from them, divide */
             for (int64_t i = start; i < stop; i++) {
                 const T x = x_old[i - start];
@@ -146,8 +166,12 @@ static FO_INLINE void FN(lamb_body)(T *restrict p, const T *restrict g, T *restr
                 p[i] = x + neg_step * u;
             }
             fo_fpflags_reset(&flags);
+            fo_retry_failed(&retry);
+        } else {
+            fo_retry_passed(&retry);
         }
     }
+#undef FO_LAMB_BLOCK
     if (FAST) fo_fpflags_end(flags);
 }
 

@@ -66,6 +66,29 @@ static FO_INLINE T FN(nadam_update)(T x, T d, T mi, T vi, T bc2, FN(fo_cdiv) bc2
     return x + (c_avg * mi) / denom;
 }
 
+/* One block of elements [start, stop): with F the FMA form of the divisions (F == 2:
+ * one reciprocal for both), keeping each parameter as it was in x_old and noting the
+ * shared divisors in dtop. */
+static FO_INLINE void FN(nadam_block)(T *restrict p, const T *restrict g, T *restrict m,
+                                      T *restrict v, T *restrict x_old, int64_t start,
+                                      int64_t stop, FN(fo_cdiv_acc) *dtop, T sign, T wd,
+                                      T decay, T w, T one_minus_w, T beta2,
+                                      T one_minus_beta2, T bc2, FN(fo_cdiv) bc2k, T eps,
+                                      T c_grad, T c_avg, T scale, const int F, const int WD,
+                                      const int DECOUPLED, const int SMALL, const int SCALED)
+{
+    for (int64_t i = start; i < stop; i++) {
+        T d = FN(fo_grad)(g[i], sign, scale, SCALED);
+        T x = p[i];
+        if (F) x_old[i - start] = x;
+        FN(fo_weight_decay)(&x, &d, wd, decay, WD, DECOUPLED);
+        T mi, vi;
+        FN(fo_adam_moments)(&m[i], &v[i], d, w, one_minus_w, beta2, one_minus_beta2, &mi,
+                            &vi, SMALL);
+        p[i] = FN(nadam_update)(x, d, mi, vi, bc2, bc2k, eps, c_grad, c_avg, dtop, F);
+    }
+}
+
 static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *restrict m,
                                      T *restrict v, int64_t begin, int64_t end, T sign,
                                      T wd, T decay, T w, T one_minus_w, T beta2,
@@ -79,22 +102,22 @@ static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *rest
     const int64_t block = FO_CHECK_N(end - begin);
     fo_fpflags flags = {0, 0, 0, 0};
     if (FAST) flags = fo_fpflags_begin();
+    fo_retry retry = fo_retry_start();
+#define FO_NADAM_BLOCK(F)                                                                \
+    FN(nadam_block)(p, g, m, v, x_old, start, stop, &dtop, sign, wd, decay, w, one_minus_w, \
+                    beta2, one_minus_beta2, bc2, bc2k, eps, c_grad, c_avg, scale, F, WD,   \
+                    DECOUPLED, SMALL, SCALED)
     for (int64_t start = begin; start < end; start += block) {
         const int64_t stop = end - start < block ? end : start + block;
         FN(fo_cdiv_acc) dtop = 0;
         FN(fo_pf_block)(start, p, g, m, v, NULL, NULL, NULL, NULL);
-        for (int64_t i = start; i < stop; i++) {
-            T d = FN(fo_grad)(g[i], sign, scale, SCALED);
-            T x = p[i];
-            if (FAST) x_old[i - start] = x;
-            FN(fo_weight_decay)(&x, &d, wd, decay, WD, DECOUPLED);
-            T mi, vi;
-            FN(fo_adam_moments)(&m[i], &v[i], d, w, one_minus_w, beta2, one_minus_beta2,
-                                &mi, &vi, SMALL);
-            p[i] = FN(nadam_update)(x, d, mi, vi, bc2, bc2k, eps, c_grad, c_avg, &dtop,
-                                    FAST);
+        if (!FAST || fo_retry_skip(&retry)) {
+            FO_NADAM_BLOCK(0);
+            if (FAST && retry.wait == 0) fo_fpflags_reset(&flags);
+            continue;
         }
-        if (FAST && !(fo_fpflags_clean(&flags) && FN(fo_cdiv_divisors_ok)(dtop))) {
+        FO_NADAM_BLOCK(FAST);
+        if (!(fo_fpflags_clean(&flags) && FN(fo_cdiv_divisors_ok)(dtop))) {
             /* m and v hold the new moments: from them and the old parameter, divide */
             for (int64_t i = start; i < stop; i++) {
                 T d = FN(fo_grad)(g[i], sign, scale, SCALED);
@@ -104,8 +127,12 @@ static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *rest
                                         &dtop, 0);
             }
             fo_fpflags_reset(&flags);
+            fo_retry_failed(&retry);
+        } else {
+            fo_retry_passed(&retry);
         }
     }
+#undef FO_NADAM_BLOCK
     if (FAST) fo_fpflags_end(flags);
 }
 

@@ -52,6 +52,29 @@ static FO_INLINE T FN(radam_update)(T x, T mi, T vi, T bc1, FN(fo_cdiv) bc1k, T 
     return x - corrected * lr;
 }
 
+/* One block of elements [start, stop): with F the FMA form of the division, keeping
+ * each parameter as it was in x_old. */
+static FO_INLINE void FN(radam_block)(T *restrict p, const T *restrict g, T *restrict m,
+                                      T *restrict v, T *restrict x_old, int64_t start,
+                                      int64_t stop, T sign, T wd, T decay, T w,
+                                      T one_minus_w, T beta2, T one_minus_beta2, T bc1,
+                                      FN(fo_cdiv) bc1k, T lr, T bc2_sqrt, T eps, T rect,
+                                      T scale, const int F, const int WD,
+                                      const int DECOUPLED, const int SMALL,
+                                      const int RECTIFY, const int SCALED)
+{
+    for (int64_t i = start; i < stop; i++) {
+        T d = FN(fo_grad)(g[i], sign, scale, SCALED);
+        T x = p[i];
+        if (F) x_old[i - start] = x;
+        FN(fo_weight_decay)(&x, &d, wd, decay, WD, DECOUPLED);
+        T mi, vi;
+        FN(fo_adam_moments)(&m[i], &v[i], d, w, one_minus_w, beta2, one_minus_beta2, &mi,
+                            &vi, SMALL);
+        p[i] = FN(radam_update)(x, mi, vi, bc1, bc1k, lr, bc2_sqrt, eps, rect, RECTIFY, F);
+    }
+}
+
 static FO_INLINE void FN(radam_body)(T *restrict p, const T *restrict g, T *restrict m,
                                      T *restrict v, int64_t begin, int64_t end, T sign,
                                      T wd, T decay, T w, T one_minus_w, T beta2,
@@ -77,20 +100,20 @@ static FO_INLINE void FN(radam_body)(T *restrict p, const T *restrict g, T *rest
     T x_old[FO_CHECK_LONG];
     const int64_t block = FO_CHECK_N(end - begin);
     fo_fpflags flags = fo_fpflags_begin();
+    fo_retry retry = fo_retry_start();
+#define FO_RADAM_BLOCK(F)                                                                \
+    FN(radam_block)(p, g, m, v, x_old, start, stop, sign, wd, decay, w, one_minus_w, beta2, \
+                    one_minus_beta2, bc1, bc1k, lr, bc2_sqrt, eps, rect, scale, F, WD,     \
+                    DECOUPLED, SMALL, RECTIFY, SCALED)
     for (int64_t start = begin; start < end; start += block) {
         const int64_t stop = end - start < block ? end : start + block;
         FN(fo_pf_block)(start, p, g, m, v, NULL, NULL, NULL, NULL);
-        for (int64_t i = start; i < stop; i++) {
-            T d = FN(fo_grad)(g[i], sign, scale, SCALED);
-            T x = p[i];
-            x_old[i - start] = x;
-            FN(fo_weight_decay)(&x, &d, wd, decay, WD, DECOUPLED);
-            T mi, vi;
-            FN(fo_adam_moments)(&m[i], &v[i], d, w, one_minus_w, beta2, one_minus_beta2,
-                                &mi, &vi, SMALL);
-            p[i] = FN(radam_update)(x, mi, vi, bc1, bc1k, lr, bc2_sqrt, eps, rect, RECTIFY,
-                                    1);
+        if (fo_retry_skip(&retry)) {
+            FO_RADAM_BLOCK(0);
+            if (retry.wait == 0) fo_fpflags_reset(&flags);
+            continue;
         }
+        FO_RADAM_BLOCK(1);
         if (!fo_fpflags_clean(&flags)) {
             /* m and v hold the new moments: from them and the old parameter, divide */
             for (int64_t i = start; i < stop; i++) {
@@ -101,8 +124,12 @@ static FO_INLINE void FN(radam_body)(T *restrict p, const T *restrict g, T *rest
                                         RECTIFY, 0);
             }
             fo_fpflags_reset(&flags);
+            fo_retry_failed(&retry);
+        } else {
+            fo_retry_passed(&retry);
         }
     }
+#undef FO_RADAM_BLOCK
     fo_fpflags_end(flags);
 }
 

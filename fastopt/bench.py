@@ -53,7 +53,8 @@ shared machine.
 Besides the roofline table, ``--extra`` measures: a step over 200 parameters of 1,000
 float32 elements against one step over a single 200,000-element buffer (and torch
 fused); the functional kernel on 16 elements; 2**24 elements against 16,000,000; one
-thread against two at 1,048,576; state full of subnormal numbers against normal ones;
+thread against two at 1,048,576; state full of subnormal numbers against normal ones
+(each dtype);
 and each instruction set at 65,536 elements.
 
 Every run's Markdown opens with the targets of the benchmark, each checked against
@@ -728,10 +729,10 @@ def evaluate_targets(report, size=16_000_000, small_size=65_536):
     sub = report.get("subnormal")
     if sub:
         add("subnormal", "subnormal state: <= 2x slower than normal",
-            [(r["algorithm"], r["slowdown"], None,
+            [(_label(r), r["slowdown"], None,
               _verdict(2.0, r["slowdown"], None, at_least=False)) for r in sub])
         add("subnormal_ftz", "... with fastopt.set_flush_denormal(True)",
-            [(r["algorithm"], r["slowdown_ftz"], None,
+            [(_label(r), r["slowdown_ftz"], None,
               _verdict(2.0, r["slowdown_ftz"], None, at_least=False)) for r in sub])
     return out
 
@@ -876,11 +877,12 @@ def format_extra(report):
         out.append("")
     sub = report.get("subnormal")
     if sub:
-        out += [f"### Subnormal state, {sub[0]['size']:,} elements, {sub[0]['dtype']}", "",
-                "| algorithm | normal us | subnormal us | slowdown | each pass "
+        out += [f"### Subnormal state, {sub[0]['size']:,} elements", "",
+                "| algorithm | dtype | normal us | subnormal us | slowdown | each pass "
                 "| with flush-to-zero: normal us | subnormal us | slowdown | each pass |",
-                "|---|---:|---:|---:|---|---:|---:|---:|---|"]
-        out += [f"| {r['algorithm']} | {r['us']['normal']:.1f} | {r['us']['subnormal']:.1f} "
+                "|---|---|---:|---:|---:|---|---:|---:|---:|---|"]
+        out += [f"| {r['algorithm']} | {r['dtype']} | {r['us']['normal']:.1f} "
+                f"| {r['us']['subnormal']:.1f} "
                 f"| {r['slowdown']:.2f} | {_passes(r.get('slowdown_passes'))} "
                 f"| {r['us']['normal_ftz']:.1f} | {r['us']['subnormal_ftz']:.1f} "
                 f"| {r['slowdown_ftz']:.2f} | {_passes(r.get('slowdown_ftz_passes'))} |"
@@ -977,7 +979,7 @@ def _main(args, argv, use_torch, openmp_threads=None):
         report["threads_scaling"] = thread_scaling(quiet=args.quiet,
                                                    openmp_threads=openmp_threads, **kw)
         _progress("subnormals ...", args.quiet)
-        report["subnormal"] = subnormal()
+        report["subnormal"] = [row for dtype in args.dtypes for row in subnormal(dtype=dtype)]
         _progress("instruction sets ...", args.quiet)
         report["isa"] = isa_comparison(**kw)
         _progress("", args.quiet)

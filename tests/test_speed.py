@@ -1065,6 +1065,28 @@ def _roofline_row(name, dtype, size, fastopt_us, ceiling_us, numpy_us, torch_us=
             "best_fraction_of_ceiling": best_fraction}
 
 
+def test_bench_subnormal_rows_of_each_dtype_are_told_apart():
+    # The subnormal table has a row per algorithm and dtype: the targets name the dtype
+    # ("adam 64"), and so does the table.
+    from fastopt import bench
+
+    def row(dtype, slowdown):
+        return {"algorithm": "adam", "dtype": dtype, "size": 16,
+                "us": {"normal": 1.0, "subnormal": slowdown, "normal_ftz": 1.0,
+                       "subnormal_ftz": 1.0},
+                "slowdown": slowdown, "slowdown_ftz": 1.0, "slowdown_passes": [slowdown],
+                "slowdown_ftz_passes": [1.0]}
+
+    report = {"subnormal": [row("float32", 1.25), row("float64", 2.5)]}
+    targets = {t["target"]: t for t in bench.evaluate_targets(report)}
+    assert [(c[0], c[1], c[3]) for c in targets["subnormal"]["cases"]] == \
+        [("adam 32", 1.25, "met"), ("adam 64", 2.5, "open")]
+    assert targets["subnormal"]["status"] == "partly met"
+    table = bench.format_extra(report)
+    assert "| adam | float32 | 1.0 | 1.2 | 1.25 |" in table
+    assert "| adam | float64 | 1.0 | 2.5 | 2.50 |" in table
+
+
 def test_bench_targets_sort_misses_by_what_bounds_them(tmp_path, capsys):
     from fastopt import bench
     size = 16_000_000

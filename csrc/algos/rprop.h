@@ -15,7 +15,7 @@
  * FMAs (fo_mul_fma, kernels_impl.h): with state full of subnormal numbers the step
  * took 1.00 to 3.09x its normal time at 65,536 float32 elements as the core's state
  * changed (40 samples on each of two cores), and 0.94 to 1.03x with the FMAs; over
- * normal numbers the FMAs cost 1.03 to 1.04x in cache and nothing at 4,000,000.
+ * normal numbers the FMAs cost 1.03 to 1.07x in cache and nothing at 4,000,000.
  *
  * buffers: param grad prev step_size
  * hyper:   etaminus etaplus step_size_min step_size_max maximize grad_scale

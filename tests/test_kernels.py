@@ -179,6 +179,28 @@ def special_array(dtype, n, rng):
     return values
 
 
+def assert_steps_give_reference_bits(algorithm, hyper, param, state, next_grad, where,
+                                     steps=3, **extra):
+    """`steps` steps of the functional kernel on `param` and `state` (in place) and of
+    the reference on copies, each step's gradient from next_grad(), `extra` passed to
+    both: the same bits after every step."""
+    ref_param = param.copy()
+    ref_state = [None if b is None else b.copy() for b in state]
+    scalar_state = None
+    for step in range(1, steps + 1):
+        grad = next_grad()
+        advanced, scalar_state = algorithm.advance_scalars(hyper, step, scalar_state)
+        kwargs = functional_kwargs(algorithm, hyper, step, step == 1, advanced)
+        with np.errstate(all="ignore"):
+            algorithm.functional(param, grad, *state, **extra, **kwargs)
+            algorithm.reference(ref_param, grad, *ref_state, **extra, **kwargs)
+        at = f"{where}, step {step}"
+        assert_same_bits(param, ref_param, f"param, {at}")
+        for spec, mine, ref in zip(algorithm.state, state, ref_state):
+            if mine is not None:
+                assert_same_bits(mine, ref, f"{spec.name}, {at}")
+
+
 @pytest.mark.parametrize("grad_scale", [None, 0.37, 3e-30, 7e25])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("name", ["adam", "adamw", "adabelief", "adan", "nadam", "radam",
@@ -203,25 +225,13 @@ def test_constant_divisors_match_reference_on_special_values(name, dtype, grad_s
             rng = np.random.default_rng(21)
             n = 1000 + 37
             param = special_array(dtype, n, rng)
-            ref_param = param.copy()
             state = new_state(algorithm, hyper, param)
             for b in state:
                 if b is not None:
                     b[...] = special_array(dtype, b.size, rng).reshape(b.shape)
-            ref_state = [None if b is None else b.copy() for b in state]
-            scalar_state = None
-            for step in range(1, 4):
-                grad = special_array(dtype, n, rng)
-                advanced, scalar_state = algorithm.advance_scalars(hyper, step, scalar_state)
-                kwargs = functional_kwargs(algorithm, hyper, step, step == 1, advanced)
-                with np.errstate(all="ignore"):
-                    algorithm.functional(param, grad, *state, grad_scale=grad_scale, **kwargs)
-                    algorithm.reference(ref_param, grad, *ref_state, grad_scale=grad_scale,
-                                        **kwargs)
-                assert_same_bits(param, ref_param, f"param, {isa}, step {step}")
-                for spec, mine, ref in zip(algorithm.state, state, ref_state):
-                    if mine is not None:
-                        assert_same_bits(mine, ref, f"{spec.name}, {isa}, step {step}")
+            assert_steps_give_reference_bits(algorithm, hyper, param, state,
+                                             lambda: special_array(dtype, n, rng), isa,
+                                             grad_scale=grad_scale)
     finally:
         _kernels.set_isa(before)
 
@@ -267,25 +277,13 @@ def test_subnormal_state_and_gradients_give_reference_bits(name, dtype, maximize
             _kernels.set_isa(isa)
             rng = np.random.default_rng(23)
             param = subnormal_array(dtype, shape, rng)
-            ref_param = param.copy()
             state = new_state(algorithm, hyper, param)
             for b in state:
                 if b is not None:
                     b[...] = np.abs(subnormal_array(dtype, b.shape, rng))
-            ref_state = [None if b is None else b.copy() for b in state]
-            scalar_state = None
-            for step in range(1, 4):
-                grad = subnormal_array(dtype, shape, rng)
-                advanced, scalar_state = algorithm.advance_scalars(hyper, step, scalar_state)
-                kwargs = functional_kwargs(algorithm, hyper, step, step == 1, advanced)
-                with np.errstate(all="ignore"):
-                    algorithm.functional(param, grad, *state, **kwargs)
-                    algorithm.reference(ref_param, grad, *ref_state, **kwargs)
-                where = f"{shape}, {isa}, step {step}"
-                assert_same_bits(param, ref_param, f"param, {where}")
-                for spec, mine, ref in zip(algorithm.state, state, ref_state):
-                    if mine is not None:
-                        assert_same_bits(mine, ref, f"{spec.name}, {where}")
+            assert_steps_give_reference_bits(algorithm, hyper, param, state,
+                                             lambda: subnormal_array(dtype, shape, rng),
+                                             f"{shape}, {isa}")
     finally:
         _kernels.set_isa(before)
 

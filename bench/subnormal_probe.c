@@ -2,9 +2,11 @@
  * How much slower a loop runs over subnormal numbers than over normal ones, over
  * time, on this core (x86-64 with AVX-512F only).
  *
- * rprop_loop is the AVX-512 main loop GCC makes of fastopt's float32 Rprop kernel
- * (csrc/algos/rprop.h), copied instruction for instruction; clamp_only is a piece of
- * it (a multiply and the clamp of the step size).  Both run over 4,096 elements per
+ * rprop_loop is the AVX-512 main loop GCC made of fastopt's float32 Rprop kernel
+ * (csrc/algos/rprop.h) before that kernel's multiplications became FMAs (fo_mul_fma
+ * in csrc/kernels_impl.h: the slow path of multiplications over subnormal operands,
+ * which this loop shows, is why), copied instruction for instruction; clamp_only is
+ * a piece of it (a multiply and the clamp of the step size).  Both run over 4,096 elements per
  * buffer (L1/L2-resident), restored before every call, first with normal values and
  * then with every buffer subnormal, 1,000 calls each; each block prints the ratio of
  * the best subnormal call to the best normal call, for both loops.  No fastopt code

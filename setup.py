@@ -45,8 +45,9 @@ define_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
 
 def _compiles_with(flag):
-    """Whether the C compiler builds and links a small OpenMP program with `flag`."""
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()
+    """Whether the C compiler builds and links a small OpenMP program with `flag`: the
+    compiler the build will use, $CC where it is set (as setuptools does)."""
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
     source = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "probe.c")

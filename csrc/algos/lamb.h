@@ -94,12 +94,9 @@ static FO_INLINE void FN(lamb_sums_body)(const T *restrict p, const T *restrict 
         } else {
             FO_LAMB_TILE(FAST)
             if (!fo_fpflags_clean(&flags)) {
-                /* an operation raised a flag: divide this tile */
-                for (int64_t i = start; i < start + n; i++) {
-                    T mn, vn;
-                    u[i - start] = FN(lamb_direction)(c, g[i], p[i], m[i], v[i], &mn, &vn,
-                                                      0, WD, SCALED);
-                }
+                /* an operation raised a flag: divide this tile (this pass writes
+                 * nothing, so the tile's inputs are as they were) */
+                FO_LAMB_TILE(0)
                 fo_fpflags_reset(&flags);
                 fo_retry_failed(&retry);
             } else {

@@ -308,36 +308,55 @@ static FO_INLINE void fo_fpflags_end(fo_fpflags f) { (void)f; }
  * (subnormal state, above all) usually goes on into the next blocks.  So after such a
  * block the next ones divide at once: one block after the first, then two, four, ...
  * up to FO_RETRY_MAX after each further one in a row, and one again once a block
- * passes.  When the last block that divided at once ends, the caller clears the flags
- * (fo_fpflags_reset), so that the next try is judged by its own operations.  Which
- * form a block takes never changes its bits.  float64 at 2**20 elements (AVX-512, one
- * thread, both cores), a step over subnormal state took, before this, 2.2 to 3.1x
- * its normal time for NAdam, 1.6 to 3.1x for RAdam and 2.8 to 3.3x for LAMB; with
- * it, 1.00 to 1.34, 0.94 to 1.32 and 1.34 to 1.56 (with the FMA form off, the
- * division throughout: 1.06 to 1.20, 0.97 to 1.22 and 1.23 to 1.45).  Over normal
- * numbers at 65,536 elements, 0.97 to 1.02 of the time before. */
+ * passes.  The flags raised by a block computed again or divided at once are cleared
+ * (fo_fpflags_reset) before the next try, so that each try is judged by its own
+ * operations.  Which form a block takes never changes its bits.  float64 at 2**20
+ * elements (AVX-512, one thread, both cores), a step over subnormal state took, before
+ * this, 2.2 to 3.1x its normal time for NAdam, 1.6 to 3.1x for RAdam and 2.8 to 3.3x
+ * for LAMB; with it, 1.00 to 1.34, 0.94 to 1.32 and 1.34 to 1.56 (with the FMA form
+ * off, the division throughout: 1.06 to 1.20, 0.97 to 1.22 and 1.23 to 1.45).  Over
+ * normal numbers at 65,536 elements, 0.97 to 1.02 of the time before.
+ *
+ * A kernel's loop over its blocks:
+ *     if (!fo_retry_try(&retry, &flags)) { divide this block; continue; }
+ *     the FMA form of this block;
+ *     if (fo_retry_redo(&retry, fo_fpflags_clean(&flags))) divide it again; */
 #define FO_RETRY_MAX 64
 typedef struct {
     int64_t wait, next;   /* blocks left to divide at once; after the next failure */
+    int dirty;            /* the flags hold those of blocks not to be judged */
 } fo_retry;
 static FO_INLINE fo_retry fo_retry_start(void)
 {
-    const fo_retry r = {0, 1};
+    const fo_retry r = {0, 1, 0};
     return r;
 }
-/* Whether this block divides at once, counting it. */
-static FO_INLINE int fo_retry_skip(fo_retry *r)
+/* Whether this block tries the FMA form (else it divides at once, and is counted). */
+static FO_INLINE int fo_retry_try(fo_retry *r, fo_fpflags *f)
 {
-    if (r->wait == 0) return 0;
-    r->wait--;
+    if (r->wait > 0) {
+        r->wait--;
+        return 0;
+    }
+    if (r->dirty) {
+        fo_fpflags_reset(f);
+        r->dirty = 0;
+    }
     return 1;
 }
-static FO_INLINE void fo_retry_failed(fo_retry *r)
+/* After a try: whether the block must be computed again with the division (`ok`
+ * false: its flags, or another check, say so). */
+static FO_INLINE int fo_retry_redo(fo_retry *r, int ok)
 {
+    if (ok) {
+        r->next = 1;
+        return 0;
+    }
     r->wait = r->next;
     r->next = r->next < FO_RETRY_MAX ? 2 * r->next : FO_RETRY_MAX;
+    r->dirty = 1;
+    return 1;
 }
-static FO_INLINE void fo_retry_passed(fo_retry *r) { r->next = 1; }
 
 /* The baseline instantiation: names end in _f32 / _f64.  It divides plainly
  * (FO_FAST_CDIV 0; see fo_div_sqrt_const in kernels_impl.h): the other instruction

@@ -48,7 +48,8 @@ static FO_INLINE T FN(fo_mul_fma)(T a, T b)
 }
 
 /* fo_lerp with its multiplication as fo_mul_fma. */
-static FO_INLINE T FN(fo_lerp_fma)(T self, T end, T weight, T one_minus_weight, const int small)
+static FO_INLINE T FN(fo_lerp_fma)(T self, T end, T weight, T one_minus_weight,
+                                   const int small)
 {
     return small ? self + FN(fo_mul_fma)(weight, end - self)
                  : end - FN(fo_mul_fma)(end - self, one_minus_weight);

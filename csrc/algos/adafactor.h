@@ -187,8 +187,8 @@ void FN(adafactor)(char *const *buf, int64_t batch, int64_t rows, int64_t cols,
                     col_sq[c] = col;
                 }
                 for (int j = 0; j < 8; j++)
-                    rv[r0 + j] = FN(fo_lerp_fma)(rv[r0 + j], (T)(row_sq[j] / (double)cols), w,
-                                             one_minus_w, small);
+                    rv[r0 + j] = FN(fo_lerp_fma)(rv[r0 + j], (T)(row_sq[j] / (double)cols),
+                                                 w, one_minus_w, small);
             }
             for (int64_t r = r0; r < rows; r++) {
                 double row_sq = 0;
@@ -197,10 +197,12 @@ void FN(adafactor)(char *const *buf, int64_t batch, int64_t rows, int64_t cols,
                     row_sq += x * x;
                     col_sq[c] += x * x;
                 }
-                rv[r] = FN(fo_lerp_fma)(rv[r], (T)(row_sq / (double)cols), w, one_minus_w, small);
+                rv[r] = FN(fo_lerp_fma)(rv[r], (T)(row_sq / (double)cols), w, one_minus_w,
+                                        small);
             }
             for (int64_t c = 0; c < cols; c++)
-                cv[c] = FN(fo_lerp_fma)(cv[c], (T)(col_sq[c] / (double)rows), w, one_minus_w, small);
+                cv[c] = FN(fo_lerp_fma)(cv[c], (T)(col_sq[c] / (double)rows), w, one_minus_w,
+                                        small);
             double row_sum = 0;
             for (int64_t r = 0; r < rows; r++) row_sum += (double)rv[r];
             row_mean[b] = FN(fo_maximum)((T)(row_sum / (double)rows), teps1);
@@ -208,7 +210,8 @@ void FN(adafactor)(char *const *buf, int64_t batch, int64_t rows, int64_t cols,
     } else {
         for (int64_t i = 0; i < n; i++) {
             T d = FN(fo_grad)(g[i], sign, scale, scaled);
-            variance[i] = FN(fo_lerp_fma)(variance[i], FN(fo_mul_fma)(d, d), w, one_minus_w, small);
+            variance[i] = FN(fo_lerp_fma)(variance[i], FN(fo_mul_fma)(d, d), w, one_minus_w,
+                                          small);
         }
     }
 

@@ -88,19 +88,14 @@ static FO_INLINE void FN(lamb_sums_body)(const T *restrict p, const T *restrict 
     }
     for (int64_t start = begin; start < end; start += FO_SUM_TILE) {
         const int64_t n = end - start < FO_SUM_TILE ? end - start : FO_SUM_TILE;
-        if (!FAST || fo_retry_skip(&retry)) {
+        if (!FAST || !fo_retry_try(&retry, &flags)) {
             FO_LAMB_TILE(0)
-            if (FAST && retry.wait == 0) fo_fpflags_reset(&flags);
         } else {
             FO_LAMB_TILE(FAST)
-            if (!fo_fpflags_clean(&flags)) {
-                /* an operation raised a flag: divide this tile (this pass writes
-                 * nothing, so the tile's inputs are as they were) */
+            /* where an operation raised a flag, divide the tile (this pass writes
+             * nothing, so the tile's inputs are as they were) */
+            if (fo_retry_redo(&retry, fo_fpflags_clean(&flags))) {
                 FO_LAMB_TILE(0)
-                fo_fpflags_reset(&flags);
-                fo_retry_failed(&retry);
-            } else {
-                fo_retry_passed(&retry);
             }
         }
         FN(fo_lane_sumsq2)(p + start, u, n, param_sq, update_sq);
@@ -148,13 +143,12 @@ static FO_INLINE void FN(lamb_body)(T *restrict p, const T *restrict g, T *restr
     for (int64_t start = begin; start < end; start += block) {
         const int64_t stop = end - start < block ? end : start + block;
         FN(fo_pf_block)(start, p, g, m, v, NULL, NULL, NULL, NULL);
-        if (!FAST || fo_retry_skip(&retry)) {
+        if (!FAST || !fo_retry_try(&retry, &flags)) {
             FO_LAMB_BLOCK(0)
-            if (FAST && retry.wait == 0) fo_fpflags_reset(&flags);
             continue;
         }
         FO_LAMB_BLOCK(FAST)
-        if (!fo_fpflags_clean(&flags)) {
+        if (fo_retry_redo(&retry, fo_fpflags_clean(&flags))) {
             /* m and v hold the new moments: from them, divide */
             for (int64_t i = start; i < stop; i++) {
                 const T x = x_old[i - start];
@@ -162,10 +156,6 @@ static FO_INLINE void FN(lamb_body)(T *restrict p, const T *restrict g, T *restr
                 if (WD) u = u + c->wd * x;
                 p[i] = x + neg_step * u;
             }
-            fo_fpflags_reset(&flags);
-            fo_retry_failed(&retry);
-        } else {
-            fo_retry_passed(&retry);
         }
     }
 #undef FO_LAMB_BLOCK

@@ -111,13 +111,13 @@ static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *rest
         const int64_t stop = end - start < block ? end : start + block;
         FN(fo_cdiv_acc) dtop = 0;
         FN(fo_pf_block)(start, p, g, m, v, NULL, NULL, NULL, NULL);
-        if (!FAST || fo_retry_skip(&retry)) {
+        if (!FAST || !fo_retry_try(&retry, &flags)) {
             FO_NADAM_BLOCK(0);
-            if (FAST && retry.wait == 0) fo_fpflags_reset(&flags);
             continue;
         }
         FO_NADAM_BLOCK(FAST);
-        if (!(fo_fpflags_clean(&flags) && FN(fo_cdiv_divisors_ok)(dtop))) {
+        const int ok = fo_fpflags_clean(&flags) && FN(fo_cdiv_divisors_ok)(dtop);
+        if (fo_retry_redo(&retry, ok)) {
             /* m and v hold the new moments: from them and the old parameter, divide */
             for (int64_t i = start; i < stop; i++) {
                 T d = FN(fo_grad)(g[i], sign, scale, SCALED);
@@ -126,10 +126,6 @@ static FO_INLINE void FN(nadam_body)(T *restrict p, const T *restrict g, T *rest
                 p[i] = FN(nadam_update)(x, d, m[i], v[i], bc2, bc2k, eps, c_grad, c_avg,
                                         &dtop, 0);
             }
-            fo_fpflags_reset(&flags);
-            fo_retry_failed(&retry);
-        } else {
-            fo_retry_passed(&retry);
         }
     }
 #undef FO_NADAM_BLOCK

@@ -108,13 +108,12 @@ static FO_INLINE void FN(radam_body)(T *restrict p, const T *restrict g, T *rest
     for (int64_t start = begin; start < end; start += block) {
         const int64_t stop = end - start < block ? end : start + block;
         FN(fo_pf_block)(start, p, g, m, v, NULL, NULL, NULL, NULL);
-        if (fo_retry_skip(&retry)) {
+        if (!fo_retry_try(&retry, &flags)) {
             FO_RADAM_BLOCK(0);
-            if (retry.wait == 0) fo_fpflags_reset(&flags);
             continue;
         }
         FO_RADAM_BLOCK(1);
-        if (!fo_fpflags_clean(&flags)) {
+        if (fo_retry_redo(&retry, fo_fpflags_clean(&flags))) {
             /* m and v hold the new moments: from them and the old parameter, divide */
             for (int64_t i = start; i < stop; i++) {
                 T d = FN(fo_grad)(g[i], sign, scale, SCALED);
@@ -123,10 +122,6 @@ static FO_INLINE void FN(radam_body)(T *restrict p, const T *restrict g, T *rest
                 p[i] = FN(radam_update)(x, m[i], v[i], bc1, bc1k, lr, bc2_sqrt, eps, rect,
                                         RECTIFY, 0);
             }
-            fo_fpflags_reset(&flags);
-            fo_retry_failed(&retry);
-        } else {
-            fo_retry_passed(&retry);
         }
     }
 #undef FO_RADAM_BLOCK

@@ -62,21 +62,29 @@ static int fo_fma_division = 2;
  * state buffers are read and written, the gradient is read, with one addition per
  * buffer and element (the least arithmetic that still makes each write depend on
  * the reads).  buf[0] = param, buf[1] = grad, buf[2..] = state; hyper[0] = nstate,
- * or -1 for no writing pass (the first pass alone, timed by the benchmark). */
+ * or -1 for no writing pass (the first pass alone, timed by the benchmark);
+ * hyper[8] nonzero adds grad * 0 instead of grad, which leaves every value as it
+ * was (a zero's sign aside) at the cost of one multiplication per element: the
+ * ceiling then streams an optimizer's own buffers without changing its state. */
 #define FO_DIVSQRT_CASE(S, D)                                                          \
     case S * 7 + D: FN(fo_divsqrt_body)(x, y, begin, end, D, S); break;
 #define FO_DIVSQRT_CASES(S)                                                            \
     FO_DIVSQRT_CASE(S, 0) FO_DIVSQRT_CASE(S, 1) FO_DIVSQRT_CASE(S, 2)                  \
     FO_DIVSQRT_CASE(S, 3) FO_DIVSQRT_CASE(S, 4) FO_DIVSQRT_CASE(S, 5)                  \
     FO_DIVSQRT_CASE(S, 6)
+#define FO_STREAM_CASE(K, KEEP)                                                        \
+    case K * 2 + KEEP:                                                                 \
+        FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, K, KEEP); \
+        break;
+#define FO_STREAM_CASES(K) FO_STREAM_CASE(K, 0) FO_STREAM_CASE(K, 1)
 #define FO_STREAM_DEFINE                                                               \
     static FO_INLINE void FN(fo_stream_body)(                                          \
         T *restrict p, const T *restrict g, T *restrict s0, T *restrict s1,            \
         T *restrict s2, T *restrict s3, T *restrict s4, T *restrict s5,               \
-        int64_t begin, int64_t end, const int K)                                      \
+        int64_t begin, int64_t end, const int K, const int KEEP)                      \
     {                                                                                  \
         for (int64_t i = begin; i < end; i++) {                                        \
-            T d = g[i];                                                                \
+            T d = KEEP ? g[i] * (T)0 : g[i];                                           \
             p[i] = p[i] + d;                                                           \
             if (K > 0) s0[i] = s0[i] + d;                                              \
             if (K > 1) s1[i] = s1[i] + d;                                              \
@@ -94,14 +102,9 @@ static int fo_fma_division = 2;
         T *s[6];                                                                       \
         for (int k = 0; k < 6; k++) s[k] = (T *)buf[2 + k];                           \
         if ((int)h[0] < 0) return;                                                     \
-        switch ((int)h[0]) {                                                           \
-        case 0: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 0); break; \
-        case 1: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 1); break; \
-        case 2: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 2); break; \
-        case 3: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 3); break; \
-        case 4: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 4); break; \
-        case 5: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 5); break; \
-        default: FN(fo_stream_body)(p, g, s[0], s[1], s[2], s[3], s[4], s[5], begin, end, 6); break; \
+        switch (((int)h[0] < 6 ? (int)h[0] : 6) * 2 + (h[8] != 0)) {                  \
+        FO_STREAM_CASES(0) FO_STREAM_CASES(1) FO_STREAM_CASES(2) FO_STREAM_CASES(3)    \
+        FO_STREAM_CASES(4) FO_STREAM_CASES(5) FO_STREAM_CASES(6)                       \
         }                                                                              \
     }                                                                                  \
     /* The ceiling's first pass, for algorithms that must read some buffers once more \

@@ -551,7 +551,7 @@ def fpflags_checked():
 
 
 def _stream(cnp.ndarray param, cnp.ndarray grad, list state, int num_threads=0,
-            tuple reads_first=(), bint update=True):
+            tuple reads_first=(), bint update=True, bint keep=False):
     """The benchmark's ceiling: one pass with an optimizer's memory shape.
 
     Reads `param`, `grad` and every array of `state`, and writes `param` and `state`
@@ -560,6 +560,9 @@ def _stream(cnp.ndarray param, cnp.ndarray grad, list state, int num_threads=0,
     (0: `param`, 1: `grad`, 2 on: `state`) that a first pass reads once more before
     that, as a two-pass kernel's first pass does.  With `update` false only that
     first pass runs (nothing is written), so that the benchmark can time it alone.
+    With `keep` the pass adds ``grad * 0`` instead, which leaves every value as it was
+    (a zero's sign aside): a ceiling over an optimizer's own buffers, which sit where
+    its step finds them in the caches, that leaves its state unchanged.
     """
     cdef fo_task task
     cdef Py_ssize_t k, nstate = len(state), nreads = len(reads_first)
@@ -588,6 +591,7 @@ def _stream(cnp.ndarray param, cnp.ndarray grad, list state, int num_threads=0,
     task.n = cnp.PyArray_SIZE(param)
     hyper[0] = nstate if update else -1
     hyper[1] = nreads
+    hyper[8] = 1.0 if keep else 0.0
     for k in range(nreads):
         hyper[2 + k] = reads_first[k]
     if nreads > 0:

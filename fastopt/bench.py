@@ -14,7 +14,9 @@ optimizer step are timed side by side, interleaved round by round in one run:
     a streaming kernel compiled into fastopt, run through the same runner, with the
     algorithm's memory shape: it reads the parameter, the gradient and every state
     buffer the options use and writes the parameter and those state buffers, once
-    each, with one addition per element; for an algorithm that needs sums over the
+    each, with one addition per element.  It streams the optimizer's own buffers,
+    adding ``grad * 0`` (which changes no value), so that it finds them where the
+    step does, in memory and in the caches.  For an algorithm that needs sums over the
     whole parameter before it can write it (LAMB, LARS, Adafactor:
     ``Algorithm.reads_first``), a first pass reads those buffers once more.
 
@@ -53,7 +55,9 @@ shared machine.
 Besides the roofline table, ``--extra`` measures: a step over 200 parameters of 1,000
 float32 elements against one step over a single 200,000-element buffer (and torch
 fused); the functional kernel on 16 elements; 2**24 elements against 16,000,000; one
-thread against two at 1,048,576; state full of subnormal numbers against normal ones
+thread against two at 1,048,576, with the ceiling at each thread count (fastopt's
+one-thread time over the two-thread ceiling's is the most two threads can gain); state
+full of subnormal numbers against normal ones
 (each dtype);
 and each instruction set at 65,536 elements.
 
@@ -75,7 +79,6 @@ import time
 import numpy as np
 
 from . import _kernels
-from ._buffers import new_state_buffer
 from ._registry import ALGORITHMS
 
 DEFAULT_SIZES = (4096, 65536, 1048576, 16000000)
@@ -196,9 +199,11 @@ class Case:
         state = self.optimizer.state[0]
         self.state = [state.get(spec.name) if spec.needed(self.hyper) else None
                       for spec in algorithm.state]
-        shaped = [b is not None and b.shape == self.param.shape for b in self.state]
-        self.ceiling_state = [new_state_buffer(self.param, 0.0, slot=slot)
-                              for slot, ok in enumerate(shaped) if ok]
+        # The ceiling streams the optimizer's own parameter, gradient and state,
+        # adding grad * 0 (which changes no value): so it finds them where fastopt's
+        # step does, in memory and in the caches, and the state stays the optimizer's.
+        self.ceiling_state = [b for b in self.state
+                              if b is not None and b.shape == self.param.shape]
         self.threads = threads
         self.reads_first = reads_first(algorithm, self.hyper, self.param.shape)
         self.torch_path = None
@@ -239,7 +244,7 @@ class Case:
 
     def _ceiling(self):
         _kernels._stream(self.param, self.grad, self.ceiling_state, self.threads or 0,
-                         self.reads_first)
+                         self.reads_first, keep=True)
 
     def _floor_first(self):
         _kernels._divsqrt(self.floor_x, self.floor_y, *self.divider_ops_first)
@@ -524,11 +529,23 @@ def _thread_scaling_one(algorithm, size, dtype, thread_counts, rounds, min_batch
         finally:
             _kernels.set_num_threads(setting or None)
     calls["default"] = default
+    # The ceiling (the streaming kernel with the algorithm's memory shape, through the
+    # same runner) with each thread count: no step with n threads can take less than
+    # it, so fastopt's one-thread time over the ceiling's with n threads is the most
+    # n threads can gain (``evaluate_targets``).
+    for n in thread_counts:
+        calls[f"ceiling threads={n}"] = functools.partial(
+            _kernels._stream, case.param, case.grad, case.ceiling_state, n, case.reads_first,
+            keep=True)
     timed = time_interleaved(calls, rounds, min_batch)
-    base = timed[f"threads={thread_counts[0]}"][0]
-    return {"algorithm": algorithm.name, "dtype": dtype, "size": size,
-            "us": {k: v[0] * 1e6 for k, v in timed.items()},
-            "speedup": {k: base / v[0] for k, v in timed.items()}}
+    us = {k: v[0] * 1e6 for k, v in timed.items()}
+    ceiling = {k[len("ceiling "):]: us.pop(k) for k in list(us) if k.startswith("ceiling ")}
+    base = us[f"threads={thread_counts[0]}"]
+    return {"algorithm": algorithm.name, "dtype": dtype, "size": size, "us": us,
+            "speedup": {k: base / v for k, v in us.items()},
+            "ceiling_us": ceiling,
+            "ceiling_speedup": {k: ceiling[f"threads={thread_counts[0]}"] / v
+                                for k, v in ceiling.items()}}
 
 
 def subnormal(size=1 << 20, dtype="float32", rounds=15, passes=3):
@@ -657,6 +674,16 @@ def _verdict(target, value, bound, at_least=True):
     return "open"
 
 
+def _thread_bound(row, key):
+    """The most the thread count `key` can gain over fastopt's one-thread step: that
+    step's time over the ceiling's with `key` threads (no step with that many threads
+    takes less than the ceiling with as many), or None for a row without the ceiling."""
+    ceiling = row.get("ceiling_us") or {}
+    if key not in ceiling or "threads=1" not in row["us"]:
+        return None
+    return row["us"]["threads=1"] / ceiling[key]
+
+
 def _label(r):
     return f"{r['algorithm']} {r['dtype'][-2:]}"
 
@@ -724,8 +751,8 @@ def evaluate_targets(report, size=16_000_000, small_size=65_536):
         rows = [r for r in threads if key in r["speedup"]]
         if rows:
             add("threads", f"two threads: >= 1.5x at {rows[0]['size']:,} elements",
-                [(r["algorithm"], r["speedup"][key], None,
-                  _verdict(1.5, r["speedup"][key], None)) for r in rows])
+                [(r["algorithm"], r["speedup"][key], _thread_bound(r, key),
+                  _verdict(1.5, r["speedup"][key], _thread_bound(r, key))) for r in rows])
     sub = report.get("subnormal")
     if sub:
         add("subnormal", "subnormal state: <= 2x slower than normal",
@@ -868,12 +895,24 @@ def format_extra(report):
     threads = report.get("threads_scaling")
     if threads:
         keys = list(threads[0]["us"])
+        # The ceiling's columns where the rows have them (JSON of earlier versions not).
+        ckeys = list(threads[0].get("ceiling_us") or {})
+        head = ([f"{k} us" for k in keys] + [f"speedup {k}" for k in keys[1:]]
+                + [f"ceiling {k} us" for k in ckeys]
+                + [f"ceiling speedup {k}" for k in ckeys[1:]]
+                + [f"most {k} can gain" for k in ckeys[1:]])
         out += [f"### Threads, {threads[0]['size']:,} elements, {threads[0]['dtype']}", "",
-                "| algorithm | " + " | ".join(f"{k} us" for k in keys) + " | "
-                + " | ".join(f"speedup {k}" for k in keys[1:]) + " |",
-                "|---|" + "---:|" * (2 * len(keys) - 1)]
-        out += [f"| {r['algorithm']} | " + " | ".join(f"{r['us'][k]:.1f}" for k in keys) + " | "
-                + " | ".join(f"{r['speedup'][k]:.2f}" for k in keys[1:]) + " |" for r in threads]
+                "| algorithm | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+        for r in threads:
+            ceiling = r.get("ceiling_us") or {}
+            cells = ([f"{r['us'][k]:.1f}" for k in keys]
+                     + [f"{r['speedup'][k]:.2f}" for k in keys[1:]]
+                     + [f"{ceiling[k]:.1f}" if k in ceiling else "-" for k in ckeys]
+                     + [f"{r['ceiling_speedup'][k]:.2f}" if k in ceiling else "-"
+                        for k in ckeys[1:]]
+                     + [f"{_thread_bound(r, k):.2f}" if k in ceiling else "-"
+                        for k in ckeys[1:]])
+            out.append(f"| {r['algorithm']} | " + " | ".join(cells) + " |")
         out.append("")
     sub = report.get("subnormal")
     if sub:

@@ -971,6 +971,30 @@ def test_ceiling_first_pass_reads_and_changes_nothing(threads, low_parallel_thre
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("nstate", [0, 2, 6])
+def test_ceiling_that_keeps_changes_no_value(dtype, threads, nstate, low_parallel_threshold):
+    # The benchmark's ceiling streams an optimizer's own buffers, adding grad * 0: the
+    # values (here with zeros of both signs, infinities and subnormals) stay as they
+    # were, and a zero's sign is all that may change.
+    n = 3 * _kernels.chunk_elements() + 5
+    rng = np.random.default_rng(4)
+    tiny = np.finfo(dtype).smallest_subnormal
+    special = np.array([0.0, -0.0, np.inf, -np.inf, tiny, -tiny], dtype=dtype)
+    buffers = [rng.standard_normal(n).astype(dtype) for _ in range(1 + nstate)]
+    for b in buffers:
+        b[:special.size] = special
+    before = [b.copy() for b in buffers]
+    g = rng.standard_normal(n).astype(dtype)
+    _kernels._stream(buffers[0], g, buffers[1:], threads, keep=True)
+    for b, a in zip(buffers, before):
+        np.testing.assert_array_equal(b, a)
+    _kernels._stream(buffers[0], g, buffers[1:], threads)
+    for b, a in zip(buffers, before):
+        np.testing.assert_array_equal(b, a + g)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("divisions,square_roots", [(0, 0), (1, 0), (0, 2), (1, 1), (6, 2)])
 def test_divider_floor_does_exactly_its_operations(dtype, divisions, square_roots,
                                                   restore_isa):
@@ -1085,6 +1109,36 @@ def test_bench_subnormal_rows_of_each_dtype_are_told_apart():
     table = bench.format_extra(report)
     assert "| adam | float32 | 1.0 | 1.2 | 1.25 |" in table
     assert "| adam | float64 | 1.0 | 2.5 | 2.50 |" in table
+
+
+def test_bench_thread_target_is_bounded_by_the_two_thread_ceiling():
+    # Two threads cannot step faster than the ceiling with two threads, so fastopt's
+    # one-thread time over that is the most they can gain: a miss under it is bounded
+    # or ruled out; a row without the ceiling (JSON of an earlier version) is open.
+    from fastopt import bench
+
+    def row(name, one, two, ceiling_two=None):
+        r = {"algorithm": name, "dtype": "float32", "size": 1 << 20,
+             "us": {"threads=1": one, "threads=2": two, "default": two},
+             "speedup": {"threads=1": 1.0, "threads=2": one / two, "default": one / two}}
+        if ceiling_two is not None:
+            r["ceiling_us"] = {"threads=1": one, "threads=2": ceiling_two}
+            r["ceiling_speedup"] = {"threads=1": 1.0, "threads=2": one / ceiling_two}
+        return r
+
+    report = {"threads_scaling": [row("a", 100, 50, 45), row("b", 140, 97, 95),
+                                  row("c", 140, 120, 110), row("d", 140, 100, 70),
+                                  row("e", 140, 100)]}
+    cases = {t["target"]: t for t in bench.evaluate_targets(report)}["threads"]["cases"]
+    assert [c[3] for c in cases] == ["met", "bounded", "ruled out", "open", "open"]
+    assert cases[1][2] == pytest.approx(140 / 95)
+    assert cases[4][2] is None
+    table = bench.format_extra(report)
+    assert "ceiling threads=2 us | ceiling speedup threads=2 | most threads=2 can gain |" \
+        in table
+    assert "| b | 140.0 | 97.0 | 97.0 | 1.44 | 1.44 | 140.0 | 95.0 | 1.47 | 1.47 |" in table
+    assert "| e | 140.0 | 100.0 | 100.0 | 1.40 | 1.40 | - | - | - | - |" in table
+    assert "ceiling" not in bench.format_extra({"threads_scaling": [row("e", 140, 100)]})
 
 
 def test_bench_targets_sort_misses_by_what_bounds_them(tmp_path, capsys):

@@ -10,8 +10,8 @@ as the native build's (addresses aside): where it does, a ratio off 1 is the
 timing's spread or where the code landed, not what the compiler made.  Run from the
 repository root, after building in place::
 
-    python bench/native_vs_dispatch.py [--size 65536] [--rounds 21] [--algorithms adam,lars]
-        [--dtypes float32]
+    python bench/native_vs_dispatch.py [--size 65536] [--rounds 21] [--passes 3]
+        [--algorithms adam,lars] [--dtypes float32]
 """
 import argparse
 import importlib
@@ -92,10 +92,45 @@ def library(package_dir):
                 if f.startswith("_kernels.") and f.endswith((".so", ".pyd")))
 
 
+def _calls(algorithm, dtype, size, native, isas):
+    """The calls to time for one algorithm and dtype: a step of the native build's
+    optimizer ("native") and of this build's under each instruction set."""
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(size).astype(dtype)
+    g = (rng.standard_normal(size) * 1e-2).astype(dtype)
+    # Every optimizer steps the same parameter array, so that its state buffers,
+    # placed relative to the parameter's page offset, sit alike for every build (with
+    # copies, 4K aliasing between differently placed buffers moved short steps by up
+    # to 20%: Lion float32 1.21, then 1.08).  One optimizer per instruction set: a
+    # prepared step is tied to the instruction set it was prepared under, and a shared
+    # optimizer would take the full path after every switch.
+    theirs = getattr(native, algorithm.cls_name)([p])
+    theirs.step([g])
+    native_set_isa, native_isa = native._kernels.set_isa, native._kernels.get_isa()
+
+    def call_native():
+        native_set_isa(native_isa)  # the same calls as the others make
+        theirs.step([g])
+    calls = {"native": call_native}
+    for isa in isas:
+        _kernels.set_isa(isa)
+        mine = algorithm.cls([p])
+        mine.step([g])
+
+        def call(isa=isa, mine=mine):
+            _kernels.set_isa(isa)
+            mine.step([g])
+        calls[isa] = call
+    _kernels.set_isa(None)
+    return calls
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=65536)
     parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--passes", type=int, default=3,
+                        help="passes over the whole table; each time is the best over them")
     parser.add_argument("--algorithms", type=lambda text: text.split(","),
                         default=list(fastopt.ALGORITHMS),
                         help="comma-separated algorithm names (default: all)")
@@ -106,6 +141,8 @@ def main(argv=None):
     if unknown:
         parser.error(f"--algorithms: unknown {', '.join(unknown)}; "
                      f"known: {', '.join(fastopt.ALGORITHMS)}")
+    if args.passes < 1:
+        parser.error(f"--passes: at least 1, got {args.passes}")
     bad = [d for d in args.dtypes if d not in ("float32", "float64")]
     if bad:
         parser.error(f"--dtypes: {', '.join(bad)} (float32 and float64 only)")
@@ -120,50 +157,37 @@ def main(argv=None):
         fastopt.set_num_threads(1)
         native.set_num_threads(1)
         isas = _kernels.isa_available()
-        native_set_isa, native_isa = native._kernels.set_isa, native._kernels.get_isa()
-        print(f"size {args.size:,}, best of {args.rounds} interleaved rounds; "
-              f"time of each build over the native build's (lower is faster)")
+        print(f"size {args.size:,}, best of {args.rounds} interleaved rounds in each of "
+              f"{args.passes} passes over the table, best over the passes; time of each "
+              f"build over the native build's (lower is faster)")
         print("| algorithm | dtype | native us | " + " | ".join(f"{i} / native" for i in isas)
-              + f" | {isas[-1]} / native, medians | {isas[-1]} code against native |")
-        print("|---|---|---:|" + "---:|" * len(isas) + "---:|---|")
-        worst = {}
-        for dtype in args.dtypes:
-            for algorithm in (fastopt.ALGORITHMS[a] for a in args.algorithms):
-                rng = np.random.default_rng(0)
-                p = rng.standard_normal(args.size).astype(dtype)
-                g = (rng.standard_normal(args.size) * 1e-2).astype(dtype)
-                # Every optimizer steps the same parameter array, so that its state
-                # buffers, placed relative to the parameter's page offset, sit alike
-                # for every build (with copies, 4K aliasing between differently placed
-                # buffers moved short steps by up to 20%: Lion float32 1.21, then 1.08).  One optimizer
-                # per instruction set: a prepared step is tied to the instruction set
-                # it was prepared under, and a shared optimizer would take the full
-                # path after every switch.
-                theirs = getattr(native, algorithm.cls_name)([p])
-                theirs.step([g])
-
-                def call_native(theirs=theirs):
-                    native_set_isa(native_isa)  # the same calls as the others make
-                    theirs.step([g])
-                calls = {"native": call_native}
-                for isa in isas:
-                    _kernels.set_isa(isa)
-                    mine = algorithm.cls([p])
-                    mine.step([g])
-
-                    def call(isa=isa, mine=mine):
-                        _kernels.set_isa(isa)
-                        mine.step([g])
-                    calls[isa] = call
-                timed = time_interleaved(calls, args.rounds)
+              + f" | {isas[-1]} / native, medians | {isas[-1]} / native, each pass "
+              f"| {isas[-1]} code against native |")
+        print("|---|---|---:|" + "---:|" * len(isas) + "---:|---|---|")
+        cases = [(algorithm, dtype, _calls(algorithm, dtype, args.size, native, isas))
+                 for dtype in args.dtypes
+                 for algorithm in (fastopt.ALGORITHMS[a] for a in args.algorithms)]
+        # The whole table is timed pass after pass, and each time is the best over the
+        # passes (each pass's own best of interleaved rounds): a core's speed over one
+        # case can change for seconds at a time (other tenants of its caches), and the
+        # passes give every build of every case more than one stretch of time.
+        timed = [[] for _ in cases]
+        for _ in range(args.passes):
+            for k, (_, _, calls) in enumerate(cases):
+                timed[k].append(time_interleaved(calls, args.rounds))
                 _kernels.set_isa(None)
-                base = timed["native"][0]
-                ratios = [timed[i][0] / base for i in isas]
-                median = timed[isas[-1]][1] / timed["native"][1]
-                same = same_code(*code, algorithm.kernel, dtype)
-                worst[same] = max(worst.get(same, 0.0), ratios[-1])
-                print(f"| {algorithm.name} | {dtype} | {base * 1e6:.1f} | "
-                      + " | ".join(f"{r:.2f}" for r in ratios) + f" | {median:.2f} | {same} |")
+        worst = {}
+        for (algorithm, dtype, calls), passes in zip(cases, timed):
+            best = {name: min(t[name][0] for t in passes) for name in calls}
+            median = {name: min(t[name][1] for t in passes) for name in calls}
+            ratios = [best[i] / best["native"] for i in isas]
+            each = [t[isas[-1]][0] / t["native"][0] for t in passes]
+            same = same_code(*code, algorithm.kernel, dtype)
+            worst[same] = max(worst.get(same, 0.0), ratios[-1])
+            print(f"| {algorithm.name} | {dtype} | {best['native'] * 1e6:.1f} | "
+                  + " | ".join(f"{r:.2f}" for r in ratios)
+                  + f" | {median[isas[-1]] / median['native']:.2f} | "
+                  + ", ".join(f"{r:.2f}" for r in each) + f" | {same} |")
         for same, ratio in sorted(worst.items()):
             print(f"worst ratio of the dispatched default ({isas[-1]}) to native, "
                   f"code {same}: {ratio:.2f}")

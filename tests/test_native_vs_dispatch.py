@@ -56,6 +56,7 @@ def test_disassembly_tells_the_instantiations_apart():
 @pytest.mark.parametrize("argv, message", [
     (["--algorithms", "adam,nosuch"], "--algorithms: unknown nosuch"),
     (["--dtypes", "float32,float16"], "--dtypes: float16"),
+    (["--passes", "0"], "--passes: at least 1"),
 ])
 def test_unknown_rows_are_refused_before_anything_is_built(monkeypatch, capsys, argv,
                                                              message):

@@ -1045,13 +1045,18 @@ def test_bench_thread_table_puts_openmps_default_back(monkeypatch):
     torch = pytest.importorskip("torch")
     from fastopt import bench
     seen = []
-    monkeypatch.setattr(bench, "_thread_scaling_one",
-                        lambda *args: seen.append(_kernels.get_num_threads()) or {})
+    def one(algorithm, *args):
+        seen.append(_kernels.get_num_threads())
+        return {"algorithm": algorithm.name, "dtype": "float32", "size": 16,
+                "us": {"threads=1": 2.0, "threads=2": 1.0},
+                "speedup": {"threads=1": 1.0, "threads=2": 2.0},
+                "ceiling_us": {"threads=1": 2.0, "threads=2": 1.0}}
+    monkeypatch.setattr(bench, "_thread_scaling_one", one)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         assert _kernels.get_num_threads() == 1
-        bench.thread_scaling(quiet=True, openmp_threads=3)
+        bench.thread_scaling(quiet=True, openmp_threads=3, passes=1)
         assert seen and set(seen) == {3}
         assert torch.get_num_threads() == 1
     finally:
@@ -1109,6 +1114,41 @@ def test_bench_subnormal_rows_of_each_dtype_are_told_apart():
     table = bench.format_extra(report)
     assert "| adam | float32 | 1.0 | 1.2 | 1.25 |" in table
     assert "| adam | float64 | 1.0 | 2.5 | 2.50 |" in table
+
+
+def test_bench_thread_table_keeps_each_pass_and_the_best_of_them(monkeypatch):
+    # Each time (fastopt's and the ceiling's, per thread count) is the best over the
+    # passes, the speedups are of those times, and each pass's speedups are kept.
+    from fastopt import bench
+    # (threads=1, threads=2, ceiling threads=1, ceiling threads=2): sgd and adam in the
+    # first pass, then sgd and adam in the second
+    times = iter([(10.0, 6.0, 9.0, 5.0), (8.0, 7.0, 10.0, 4.0),
+                  (12.0, 12.0, 11.0, 4.0), (9.0, 9.0, 9.0, 9.0)])
+    order = []
+
+    def one(algorithm, size, dtype, thread_counts, rounds, min_batch, quiet):
+        order.append(algorithm.name)
+        t1, t2, c1, c2 = next(times)
+        return {"algorithm": algorithm.name, "dtype": dtype, "size": size,
+                "us": {"threads=1": t1, "threads=2": t2, "default": t2},
+                "speedup": {"threads=1": 1.0, "threads=2": t1 / t2, "default": t1 / t2},
+                "ceiling_us": {"threads=1": c1, "threads=2": c2}}
+
+    monkeypatch.setattr(bench, "ALGORITHMS", {n: fastopt.ALGORITHMS[n] for n in ("sgd", "adam")})
+    monkeypatch.setattr(bench, "_thread_scaling_one", one)
+    rows = bench.thread_scaling(quiet=True, passes=2)
+    assert order == ["sgd", "adam", "sgd", "adam"]   # pass after pass over the table
+    sgd = rows[0]
+    assert sgd["us"] == {"threads=1": 10.0, "threads=2": 6.0, "default": 6.0}
+    assert sgd["ceiling_us"] == {"threads=1": 9.0, "threads=2": 4.0}
+    assert sgd["speedup"]["threads=2"] == pytest.approx(10 / 6)
+    assert sgd["ceiling_speedup"]["threads=2"] == pytest.approx(9 / 4)
+    assert [p["threads=2"] for p in sgd["speedup_passes"]] == pytest.approx([10 / 6, 1.0])
+    assert rows[1]["us"]["threads=1"] == 8.0
+    assert "| sgd | 10.0 | 6.0 | 6.0 | 1.67 | 1.67 | 9.0 | 4.0 | 2.25 | 2.50 | 1.67, 1.00 " \
+        in bench.format_extra({"threads_scaling": rows})
+    with pytest.raises(ValueError, match="passes"):
+        bench.thread_scaling(quiet=True, passes=0)
 
 
 def test_bench_thread_target_is_bounded_by_the_two_thread_ceiling():

@@ -164,22 +164,27 @@ def main(argv=None):
               + f" | {isas[-1]} / native, medians | {isas[-1]} / native, each pass "
               f"| {isas[-1]} code against native |")
         print("|---|---|---:|" + "---:|" * len(isas) + "---:|---|---|")
-        cases = [(algorithm, dtype, _calls(algorithm, dtype, args.size, native, isas))
-                 for dtype in args.dtypes
+        cases = [(algorithm, dtype) for dtype in args.dtypes
                  for algorithm in (fastopt.ALGORITHMS[a] for a in args.algorithms)]
         # The whole table is timed pass after pass, and each time is the best over the
         # passes (each pass's own best of interleaved rounds): a core's speed over one
         # case can change for seconds at a time (other tenants of its caches), and the
-        # passes give every build of every case more than one stretch of time.
+        # passes give every build of every case more than one stretch of time.  Each
+        # pass makes its parameter and optimizers anew, so their buffers lie elsewhere
+        # in memory each time: float32 Adamax read 1.06, 1.07 and 1.05 in one run's
+        # three passes over the same buffers, and 1.01 to 1.04 in three other runs.
         timed = [[] for _ in cases]
         for _ in range(args.passes):
-            for k, (_, _, calls) in enumerate(cases):
+            for k, (algorithm, dtype) in enumerate(cases):
+                calls = _calls(algorithm, dtype, args.size, native, isas)
                 timed[k].append(time_interleaved(calls, args.rounds))
                 _kernels.set_isa(None)
+                del calls
         worst = {}
-        for (algorithm, dtype, calls), passes in zip(cases, timed):
-            best = {name: min(t[name][0] for t in passes) for name in calls}
-            median = {name: min(t[name][1] for t in passes) for name in calls}
+        for (algorithm, dtype), passes in zip(cases, timed):
+            names = list(passes[0])
+            best = {name: min(t[name][0] for t in passes) for name in names}
+            median = {name: min(t[name][1] for t in passes) for name in names}
             ratios = [best[i] / best["native"] for i in isas]
             each = [t[isas[-1]][0] / t["native"][0] for t in passes]
             same = same_code(*code, algorithm.kernel, dtype)

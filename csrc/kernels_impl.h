@@ -90,7 +90,8 @@ static FO_INLINE T FN(fo_minimum)(T a, T b)
  * Where the correction pays (FO_CDIV_ON), measured against the division at 65,536
  * elements for Adam, AdamW, AdaBelief and Adan: AVX-512, both types (0.73 to 1.00 of
  * the time); AVX2, double only (0.75 to 0.84): there the select below costs the float
- * loop more than the division it saves (1.06 to 1.33). */
+ * loop more than the division it saves (1.06 to 1.33).  Adam's AVX-512 loop makes the
+ * select otherwise, in intrinsics (algos/adam.h). */
 #undef FO_CDIV_ON
 #if FO_FAST_CDIV == 2 || (FO_FAST_CDIV == 1 && FO_T_F64)
 #define FO_CDIV_ON 1

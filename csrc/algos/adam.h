@@ -46,16 +46,19 @@ static FO_INLINE void FN(adam_body)(T *restrict p, const T *restrict g, T *restr
  * doubles or sixteen floats, so the same bits.  It exists for fo_div_sqrt_const's
  * special case (a zero, infinite or NaN square root is its own quotient): here one
  * class test of the root, which waits on nothing but the square root, and one masked
- * move of the root over the correction's result.  GCC, given the same select in C,
- * either applied its mask to the correction's first multiplication, which puts the
- * comparison on the chain from the square root through the division, or made the
- * select three bit operations on that chain.  Float64 Adam at 65,536 elements (data
- * in L3, where the divider and that chain bound the loop) then took 0.99 to 1.07 of
- * the time of the C loop with fo_div_sqrt_const's select (two comparisons of the
- * correction's results and a masked multiplication), where this loop takes 0.92 to
- * 0.93 of it (float32 0.79 to 0.80; AMSGrad 0.80; at 16,000,000 elements 0.98 to
- * 1.00): kernels called directly, side by side, same bits.  A range's last elements (fewer than a vector)
- * run the C loop.
+ * move of the root over the correction's result.  Given a cheaper select in C (the
+ * root compared with infinity), GCC either applied its mask to the correction's first
+ * multiplication, which puts the comparison on the chain from the square root through
+ * the division, or, written as a select of bits, made it three bit operations on that
+ * chain: with software prefetch on, 0.99 to 1.07 of the time of the C loop with
+ * fo_div_sqrt_const's select.
+ * Against that C loop, kernels called directly, side by side, same bits, 65,536
+ * elements: with software prefetch on (as on cores other than AMD Zen 5) and the FMA
+ * form for both types, float64 0.92 to 0.93 of its time, float32 0.79 to 0.80, AMSGrad
+ * 0.82; with this Zen 5 core's defaults (no prefetch, float32 divides) float64 0.95 to
+ * 1.01, AdamW 0.94 to 0.98, AMSGrad 0.87 to 0.90, float32 0.98 to 1.03 (the C loop
+ * lost more to the prefetch than this one does).  At 16,000,000 elements 0.98 to 1.01.
+ * A range's last elements (fewer than a vector) run the C loop.
  */
 #undef FO_ADAM_V
 #define FO_ADAM_V (FO_FAST_CDIV == 2)

@@ -51,14 +51,14 @@ static FO_INLINE void FN(adam_body)(T *restrict p, const T *restrict g, T *restr
  * multiplication, which puts the comparison on the chain from the square root through
  * the division, or, written as a select of bits, made it three bit operations on that
  * chain: with software prefetch on, 0.99 to 1.07 of the time of the C loop with
- * fo_div_sqrt_const's select.
- * Against that C loop, kernels called directly, side by side, same bits, 65,536
- * elements: with software prefetch on (as on cores other than AMD Zen 5) and the FMA
- * form for both types, float64 0.92 to 0.93 of its time, float32 0.79 to 0.80, AMSGrad
- * 0.82; with this Zen 5 core's defaults (no prefetch, float32 divides) float64 0.95 to
- * 1.01, AdamW 0.94 to 0.98, AMSGrad 0.87 to 0.90, float32 0.98 to 1.03 (the C loop
- * lost more to the prefetch than this one does).  At 16,000,000 elements 0.98 to 1.01.
- * A range's last elements (fewer than a vector) run the C loop.
+ * fo_div_sqrt_const's select.  Against that C loop, kernels called directly, side by
+ * side, same bits, 65,536 elements: with software prefetch on (as on cores other than
+ * AMD Zen 5) and the FMA form for both types, float64 0.92 to 0.93 of its time,
+ * float32 0.79 to 0.80, AMSGrad 0.82; with the Zen 5 defaults (no prefetch, float32
+ * divides) float64 0.95 to 1.01, AdamW 0.94 to 0.98, AMSGrad 0.87 to 0.90, float32
+ * 0.98 to 1.03 (the C loop lost more to the prefetch than this one does).  At
+ * 16,000,000 elements 0.98 to 1.01.  A range's last elements (fewer than a vector)
+ * run the C loop.
  */
 #undef FO_ADAM_V
 #define FO_ADAM_V (FO_FAST_CDIV == 2)

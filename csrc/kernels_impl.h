@@ -90,8 +90,9 @@ static FO_INLINE T FN(fo_minimum)(T a, T b)
  * Where the correction pays (FO_CDIV_ON), measured against the division at 65,536
  * elements for Adam, AdamW, AdaBelief and Adan: AVX-512, both types (0.73 to 1.00 of
  * the time); AVX2, double only (0.75 to 0.84): there the select below costs the float
- * loop more than the division it saves (1.06 to 1.33).  Adam's AVX-512 loop makes the
- * select otherwise, in intrinsics (algos/adam.h). */
+ * loop more than the division it saves (1.06 to 1.33).  On AVX-512 the loops that
+ * call it run in intrinsics, with the select made otherwise (fo_div_sqrt_const_v,
+ * below); this one takes the few elements after their last whole vector. */
 #undef FO_CDIV_ON
 #if FO_FAST_CDIV == 2 || (FO_FAST_CDIV == 1 && FO_T_F64)
 #define FO_CDIV_ON 1
@@ -527,6 +528,59 @@ static FO_INLINE void FN(fo_lane_sumsq2)(const T *restrict x, const T *restrict 
 #define FO_OPT6(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
 #endif
 
+/* The loops written in intrinsics (AVX-512 only, FO_VEC_LOOPS): Adam's, AdaBelief's
+ * and Adan's where their square root divided by a fixed divisor takes the FMA form
+ * (fo_div_sqrt_const), whose select GCC, compiling it from C, puts on the chain from
+ * the square root through the division (algos/adam.h), and Lion's, whose sign is one
+ * instruction here (algos/lion.h).  Each does the C loop's operations in the same
+ * order on vectors of FO_VN elements, so it gives the same bits, and leaves the last
+ * elements of a range (fewer than a vector) to the C loop. */
+#undef FO_VEC_LOOPS
+#define FO_VEC_LOOPS (FO_FAST_CDIV == 2)
+#if FO_VEC_LOOPS
+#if FO_T_F64
+#define FO_V __m512d
+#define FO_VN 8
+#define FO_VOP(op) _mm512_##op##_pd
+#define FO_VMASK(op) _mm512_##op##_pd_mask
+#else
+#define FO_V __m512
+#define FO_VN 16
+#define FO_VOP(op) _mm512_##op##_ps
+#define FO_VMASK(op) _mm512_##op##_ps_mask
+#endif
+/* The divisor of fo_div_sqrt_const and its reciprocal's two parts, as vectors. */
+typedef struct { FO_V c, zh, zl; } FN(fo_cdiv_v);
+
+static FO_INLINE FN(fo_cdiv_v) FN(fo_cdiv_v_of)(FN(fo_cdiv) k)
+{
+    FN(fo_cdiv_v) v = {FO_VOP(set1)(k.c), FO_VOP(set1)(k.zh), FO_VOP(set1)(k.zl)};
+    return v;
+}
+
+/* fo_div_sqrt_const on a vector of square roots: the same correction, and the select
+ * as a class test of the root (zero, infinite or NaN: _mm512_fpclass classes QNaN
+ * 0x01, +0 0x02, -0 0x04, +inf 0x08, -inf 0x10, SNaN 0x80), which waits on nothing
+ * but the square root, and one masked move of the root over the correction. */
+static FO_INLINE FO_V FN(fo_div_sqrt_const_v)(FO_V root, FN(fo_cdiv_v) k)
+{
+    const FO_V q1 = FO_VOP(fmadd)(root, k.zh, FO_VOP(mul)(root, k.zl));
+    const FO_V q2 = FO_VOP(fmadd)(FO_VOP(fnmadd)(q1, k.c, root), k.zh, q1);
+    return FO_VOP(mask_blend)(FO_VMASK(fpclass)(root, 0x9F), q2, root);
+}
+
+/* FO_VEC_FOR(i, begin, end, x0, ..., x7) { body }: FO_FOR's blocks (and prefetch),
+ * with i stepping over the whole vectors of each block; `i` is declared before it and
+ * is left at the first element no vector took. */
+#define FO_VEC_FOR(i, begin, end, x0, x1, x2, x3, x4, x5, x6, x7)                        \
+    for (int64_t fo_b_ = (i) = (begin), fo_end_ = (end),                                 \
+                 fo_n_ = fo_prefetch ? FO_PF_BLOCK : fo_end_ - fo_b_;                    \
+         fo_b_ < fo_end_; fo_b_ += fo_n_)                                                \
+        for ((i) = FN(fo_pf_block)(fo_b_, x0, x1, x2, x3, x4, x5, x6, x7);               \
+             (i) + FO_VN <= (fo_end_ - fo_b_ < fo_n_ ? fo_end_ : fo_b_ + fo_n_);         \
+             (i) += FO_VN)
+#endif
+
 #include "algos/sgd.h"
 #include "algos/adagrad.h"
 #include "algos/rmsprop.h"
@@ -544,3 +598,10 @@ static FO_INLINE void FN(fo_lane_sumsq2)(const T *restrict x, const T *restrict 
 #include "algos/lamb.h"
 #include "algos/lars.h"
 #include "algos/adafactor.h"
+#if FO_VEC_LOOPS
+#undef FO_VEC_FOR
+#undef FO_VMASK
+#undef FO_VOP
+#undef FO_VN
+#undef FO_V
+#endif

@@ -41,42 +41,20 @@ static FO_INLINE void FN(adam_body)(T *restrict p, const T *restrict g, T *restr
     }
 }
 
-/*
- * The AVX-512 loop, in intrinsics: the same operations in the same order on eight
- * doubles or sixteen floats, so the same bits.  It exists for fo_div_sqrt_const's
- * special case (a zero, infinite or NaN square root is its own quotient): here one
- * class test of the root, which waits on nothing but the square root, and one masked
- * move of the root over the correction's result.  Given a cheaper select in C (the
- * root compared with infinity), GCC either applied its mask to the correction's first
+#if FO_VEC_LOOPS
+/* The loop in intrinsics (FO_VEC_LOOPS in kernels_impl.h), where the division by
+ * bias_correction2_sqrt takes the FMA form.  Given a cheaper select in C (the root
+ * compared with infinity), GCC either applied its mask to the correction's first
  * multiplication, which puts the comparison on the chain from the square root through
  * the division, or, written as a select of bits, made it three bit operations on that
  * chain: with software prefetch on, 0.99 to 1.07 of the time of the C loop with
  * fo_div_sqrt_const's select.  Against that C loop, kernels called directly, side by
  * side, same bits, 65,536 elements: with software prefetch on (as on cores other than
- * AMD Zen 5) and the FMA form for both types, float64 0.92 to 0.93 of its time,
- * float32 0.79 to 0.80, AMSGrad 0.82; with the Zen 5 defaults (no prefetch, float32
- * divides) float64 0.95 to 1.01, AdamW 0.94 to 0.98, AMSGrad 0.87 to 0.90, float32
- * 0.98 to 1.03 (the C loop lost more to the prefetch than this one does).  At
- * 16,000,000 elements 0.98 to 1.01.  A range's last elements (fewer than a vector)
- * run the C loop.
- */
-#undef FO_ADAM_V
-#define FO_ADAM_V (FO_FAST_CDIV == 2)
-#if FO_ADAM_V
-#if FO_T_F64
-#define FO_V __m512d
-#define FO_VN 8
-#define FO_VOP(op) _mm512_##op##_pd
-#define FO_VMASK(op) _mm512_##op##_pd_mask
-#else
-#define FO_V __m512
-#define FO_VN 16
-#define FO_VOP(op) _mm512_##op##_ps
-#define FO_VMASK(op) _mm512_##op##_ps_mask
-#endif
-/* _mm512_fpclass_p?_mask classes: QNaN 0x01, +0 0x02, -0 0x04, +inf 0x08, -inf 0x10,
- * SNaN 0x80 */
-#define FO_CLASS_ZERO_INF_NAN 0x9F
+ * AMD Zen 5) float64 0.92 to 0.93 of its time, float32 0.79 to 0.80, AMSGrad 0.82;
+ * with the Zen 5 defaults (no prefetch) float64 0.95 to 1.01, AdamW 0.94 to 0.98,
+ * AMSGrad 0.87 to 0.90 (the C loop lost more to the prefetch than this one does).
+ * At 16,000,000 elements 0.98 to 1.01.  Where the division divides (float32 on the
+ * Zen 5 core by default) the C loop runs: the intrinsics gave 0.98 to 1.03 there. */
 static FO_INLINE void FN(adam_body_v)(T *restrict p, const T *restrict g, T *restrict m,
                                       T *restrict v, T *restrict vmax, int64_t begin,
                                       int64_t end, T sign, T wd, T decay, T w,
@@ -90,59 +68,46 @@ static FO_INLINE void FN(adam_body_v)(T *restrict p, const T *restrict g, T *res
     const FO_V vomw = FO_VOP(set1)(one_minus_w), vb2 = FO_VOP(set1)(beta2);
     const FO_V vomb2 = FO_VOP(set1)(one_minus_beta2), veps = FO_VOP(set1)(eps);
     const FO_V vnss = FO_VOP(set1)(neg_step_size), vscale = FO_VOP(set1)(scale);
-    const FO_V vc = FO_VOP(set1)(bc2_sqrt.c), vzh = FO_VOP(set1)(bc2_sqrt.zh);
-    const FO_V vzl = FO_VOP(set1)(bc2_sqrt.zl);
-    const int64_t block = fo_prefetch ? FO_PF_BLOCK : end - begin;
-    int64_t i = begin;
-    for (int64_t b = begin; b < end; b += block) {
-        const int64_t e = end - b < block ? end : b + block;
-        FN(fo_pf_block)(b, p, g, m, v, AMSGRAD ? vmax : NULL, NULL, NULL, NULL);
-        for (i = b; i + FO_VN <= e; i += FO_VN) {
-            FO_V d = FO_VOP(mul)(vsign, FO_VOP(loadu)(g + i));
-            if (SCALED) d = FO_VOP(div)(d, vscale);
-            FO_V x = FO_VOP(loadu)(p + i);
-            if (WD) {
-                if (DECOUPLED) x = FO_VOP(mul)(x, vdecay);
-                else d = FO_VOP(add)(d, FO_VOP(mul)(vwd, x));
-            }
-            const FO_V m0 = FO_VOP(loadu)(m + i);
-            const FO_V mi = SMALL ? FO_VOP(add)(m0, FO_VOP(mul)(vw, FO_VOP(sub)(d, m0)))
-                                  : FO_VOP(sub)(d, FO_VOP(mul)(FO_VOP(sub)(d, m0), vomw));
-            FO_VOP(storeu)(m + i, mi);
-            FO_V vi = FO_VOP(add)(FO_VOP(mul)(FO_VOP(loadu)(v + i), vb2),
-                                  FO_VOP(mul)(FO_VOP(mul)(vomb2, d), d));
-            FO_VOP(storeu)(v + i, vi);
-            if (AMSGRAD) {
-                /* fo_maximum: the old maximum where it is NaN or above */
-                const FO_V a = FO_VOP(loadu)(vmax + i);
-                vi = FO_VOP(mask_blend)(FO_VMASK(cmp)(a, a, _CMP_UNORD_Q) |
-                                            FO_VMASK(cmp)(a, vi, _CMP_GT_OQ),
-                                        vi, a);
-                FO_VOP(storeu)(vmax + i, vi);
-            }
-            const FO_V root = FO_VOP(sqrt)(vi);
-            FO_V q;
-            if (FAST) {
-                const FO_V q1 = FO_VOP(fmadd)(root, vzh, FO_VOP(mul)(root, vzl));
-                const FO_V q2 = FO_VOP(fmadd)(FO_VOP(fnmadd)(q1, vc, root), vzh, q1);
-                q = FO_VOP(mask_blend)(FO_VMASK(fpclass)(root, FO_CLASS_ZERO_INF_NAN), q2,
-                                       root);
-            } else {
-                q = FO_VOP(div)(root, vc);
-            }
-            const FO_V step = FO_VOP(div)(FO_VOP(mul)(vnss, mi), FO_VOP(add)(q, veps));
-            FO_VOP(storeu)(p + i, FO_VOP(add)(x, step));
+    const FN(fo_cdiv_v) k = FN(fo_cdiv_v_of)(bc2_sqrt);
+    int64_t i;
+    if (!FAST) {
+        FN(adam_body)(p, g, m, v, vmax, begin, end, sign, wd, decay, w, one_minus_w, beta2,
+                      one_minus_beta2, bc2_sqrt, eps, neg_step_size, scale, WD, DECOUPLED,
+                      AMSGRAD, SMALL, SCALED, FAST);
+        return;
+    }
+    FO_VEC_FOR(i, begin, end, p, g, m, v, AMSGRAD ? vmax : NULL, NULL, NULL, NULL) {
+        FO_V d = FO_VOP(mul)(vsign, FO_VOP(loadu)(g + i));
+        if (SCALED) d = FO_VOP(div)(d, vscale);
+        FO_V x = FO_VOP(loadu)(p + i);
+        if (WD) {
+            if (DECOUPLED) x = FO_VOP(mul)(x, vdecay);
+            else d = FO_VOP(add)(d, FO_VOP(mul)(vwd, x));
         }
+        const FO_V m0 = FO_VOP(loadu)(m + i);
+        const FO_V mi = SMALL ? FO_VOP(add)(m0, FO_VOP(mul)(vw, FO_VOP(sub)(d, m0)))
+                              : FO_VOP(sub)(d, FO_VOP(mul)(FO_VOP(sub)(d, m0), vomw));
+        FO_VOP(storeu)(m + i, mi);
+        FO_V vi = FO_VOP(add)(FO_VOP(mul)(FO_VOP(loadu)(v + i), vb2),
+                              FO_VOP(mul)(FO_VOP(mul)(vomb2, d), d));
+        FO_VOP(storeu)(v + i, vi);
+        if (AMSGRAD) {
+            /* fo_maximum: the old maximum where it is NaN or above */
+            const FO_V a = FO_VOP(loadu)(vmax + i);
+            vi = FO_VOP(mask_blend)(FO_VMASK(cmp)(a, a, _CMP_UNORD_Q) |
+                                        FO_VMASK(cmp)(a, vi, _CMP_GT_OQ),
+                                    vi, a);
+            FO_VOP(storeu)(vmax + i, vi);
+        }
+        const FO_V root = FO_VOP(sqrt)(vi);
+        const FO_V q = FN(fo_div_sqrt_const_v)(root, k);
+        const FO_V step = FO_VOP(div)(FO_VOP(mul)(vnss, mi), FO_VOP(add)(q, veps));
+        FO_VOP(storeu)(p + i, FO_VOP(add)(x, step));
     }
     FN(adam_body)(p, g, m, v, vmax, i, end, sign, wd, decay, w, one_minus_w, beta2,
                   one_minus_beta2, bc2_sqrt, eps, neg_step_size, scale, WD, DECOUPLED,
                   AMSGRAD, SMALL, SCALED, FAST);
 }
-#undef FO_CLASS_ZERO_INF_NAN
-#undef FO_VOP
-#undef FO_VMASK
-#undef FO_VN
-#undef FO_V
 #define FO_ADAM_BODY FN(adam_body_v)
 #else
 #define FO_ADAM_BODY FN(adam_body)

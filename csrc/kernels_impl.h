@@ -528,11 +528,11 @@ static FO_INLINE void FN(fo_lane_sumsq2)(const T *restrict x, const T *restrict 
 #define FO_OPT6(c, M, ...) do { if (c) M(__VA_ARGS__, 1); else M(__VA_ARGS__, 0); } while (0)
 #endif
 
-/* The loops written in intrinsics (AVX-512 only, FO_VEC_LOOPS): Adam's, AdaBelief's
- * and Adan's where their square root divided by a fixed divisor takes the FMA form
- * (fo_div_sqrt_const), whose select GCC, compiling it from C, puts on the chain from
- * the square root through the division (algos/adam.h), and Lion's, whose sign is one
- * instruction here (algos/lion.h).  Each does the C loop's operations in the same
+/* The loops written in intrinsics (AVX-512 only, FO_VEC_LOOPS): Adam's, and
+ * AdaBelief's and Adan's where their square root divided by a fixed divisor takes the
+ * FMA form (fo_div_sqrt_const), whose select GCC, compiling it from C, puts on the
+ * chain from the square root through the division (algos/adam.h), and Lion's, whose
+ * sign is one instruction here (algos/lion.h).  Each does the C loop's operations in the same
  * order on vectors of FO_VN elements, so it gives the same bits, and leaves the last
  * elements of a range (fewer than a vector) to the C loop. */
 #undef FO_VEC_LOOPS

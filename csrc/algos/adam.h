@@ -42,8 +42,7 @@ static FO_INLINE void FN(adam_body)(T *restrict p, const T *restrict g, T *restr
 }
 
 #if FO_VEC_LOOPS
-/* The loop in intrinsics (FO_VEC_LOOPS in kernels_impl.h), where the division by
- * bias_correction2_sqrt takes the FMA form.  Given a cheaper select in C (the root
+/* The loop in intrinsics (FO_VEC_LOOPS in kernels_impl.h).  Given a cheaper select in C (the root
  * compared with infinity), GCC either applied its mask to the correction's first
  * multiplication, which puts the comparison on the chain from the square root through
  * the division, or, written as a select of bits, made it three bit operations on that
@@ -54,7 +53,10 @@ static FO_INLINE void FN(adam_body)(T *restrict p, const T *restrict g, T *restr
  * with the Zen 5 defaults (no prefetch) float64 0.95 to 1.01, AdamW 0.94 to 0.98,
  * AMSGrad 0.87 to 0.90 (the C loop lost more to the prefetch than this one does).
  * At 16,000,000 elements 0.98 to 1.01.  Where the division divides (float32 on the
- * Zen 5 core by default) the C loop runs: the intrinsics gave 0.98 to 1.03 there. */
+ * Zen 5 core by default) this loop runs too, unlike AdaBelief's and Adan's: side by
+ * side it took 0.98 to 1.03 of the C loop's time, and against the -march=native build
+ * (bench/native_vs_dispatch.py, two runs each) float32 Adam read 1.00 with it and
+ * 1.05 with the C loop. */
 static FO_INLINE void FN(adam_body_v)(T *restrict p, const T *restrict g, T *restrict m,
                                       T *restrict v, T *restrict vmax, int64_t begin,
                                       int64_t end, T sign, T wd, T decay, T w,
@@ -70,12 +72,6 @@ static FO_INLINE void FN(adam_body_v)(T *restrict p, const T *restrict g, T *res
     const FO_V vnss = FO_VOP(set1)(neg_step_size), vscale = FO_VOP(set1)(scale);
     const FN(fo_cdiv_v) k = FN(fo_cdiv_v_of)(bc2_sqrt);
     int64_t i;
-    if (!FAST) {
-        FN(adam_body)(p, g, m, v, vmax, begin, end, sign, wd, decay, w, one_minus_w, beta2,
-                      one_minus_beta2, bc2_sqrt, eps, neg_step_size, scale, WD, DECOUPLED,
-                      AMSGRAD, SMALL, SCALED, FAST);
-        return;
-    }
     FO_VEC_FOR(i, begin, end, p, g, m, v, AMSGRAD ? vmax : NULL, NULL, NULL, NULL) {
         FO_V d = FO_VOP(mul)(vsign, FO_VOP(loadu)(g + i));
         if (SCALED) d = FO_VOP(div)(d, vscale);
@@ -100,7 +96,7 @@ static FO_INLINE void FN(adam_body_v)(T *restrict p, const T *restrict g, T *res
             FO_VOP(storeu)(vmax + i, vi);
         }
         const FO_V root = FO_VOP(sqrt)(vi);
-        const FO_V q = FN(fo_div_sqrt_const_v)(root, k);
+        const FO_V q = FAST ? FN(fo_div_sqrt_const_v)(root, k) : FO_VOP(div)(root, k.c);
         const FO_V step = FO_VOP(div)(FO_VOP(mul)(vnss, mi), FO_VOP(add)(q, veps));
         FO_VOP(storeu)(p + i, FO_VOP(add)(x, step));
     }

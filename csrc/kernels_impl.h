@@ -569,6 +569,22 @@ static FO_INLINE FO_V FN(fo_div_sqrt_const_v)(FO_V root, FN(fo_cdiv_v) k)
     return FO_VOP(mask_blend)(FO_VMASK(fpclass)(root, 0x9F), q2, root);
 }
 
+/* fo_grad and fo_weight_decay on vectors, the same operations. */
+static FO_INLINE FO_V FN(fo_grad_v)(FO_V g, FO_V sign, FO_V grad_scale, const int SCALED)
+{
+    const FO_V d = FO_VOP(mul)(sign, g);
+    return SCALED ? FO_VOP(div)(d, grad_scale) : d;
+}
+
+static FO_INLINE void FN(fo_weight_decay_v)(FO_V *x, FO_V *d, FO_V wd, FO_V decay,
+                                            const int WD, const int DECOUPLED)
+{
+    if (WD) {
+        if (DECOUPLED) *x = FO_VOP(mul)(*x, decay);
+        else *d = FO_VOP(add)(*d, FO_VOP(mul)(wd, *x));
+    }
+}
+
 /* FO_VEC_FOR(i, begin, end, x0, ..., x7) { body }: FO_FOR's blocks (and prefetch),
  * with i stepping over the whole vectors of each block; `i` is declared before it and
  * is left at the first element no vector took. */

@@ -68,13 +68,9 @@ static FO_INLINE void FN(adabelief_body_v)(T *restrict p, const T *restrict g,
         return;
     }
     FO_VEC_FOR(i, begin, end, p, g, m, s, NULL, NULL, NULL, NULL) {
-        FO_V d = FO_VOP(mul)(vsign, FO_VOP(loadu)(g + i));
-        if (SCALED) d = FO_VOP(div)(d, vscale);
+        FO_V d = FN(fo_grad_v)(FO_VOP(loadu)(g + i), vsign, vscale, SCALED);
         FO_V x = FO_VOP(loadu)(p + i);
-        if (WD) {
-            if (DECOUPLED) x = FO_VOP(mul)(x, vdecay);
-            else d = FO_VOP(add)(d, FO_VOP(mul)(vwd, x));
-        }
+        FN(fo_weight_decay_v)(&x, &d, vwd, vdecay, WD, DECOUPLED);
         const FO_V mi = FO_VOP(add)(FO_VOP(mul)(FO_VOP(loadu)(m + i), vb1),
                                     FO_VOP(mul)(vomb1, d));
         FO_VOP(storeu)(m + i, mi);

@@ -73,13 +73,9 @@ static FO_INLINE void FN(adam_body_v)(T *restrict p, const T *restrict g, T *res
     const FN(fo_cdiv_v) k = FN(fo_cdiv_v_of)(bc2_sqrt);
     int64_t i;
     FO_VEC_FOR(i, begin, end, p, g, m, v, AMSGRAD ? vmax : NULL, NULL, NULL, NULL) {
-        FO_V d = FO_VOP(mul)(vsign, FO_VOP(loadu)(g + i));
-        if (SCALED) d = FO_VOP(div)(d, vscale);
+        FO_V d = FN(fo_grad_v)(FO_VOP(loadu)(g + i), vsign, vscale, SCALED);
         FO_V x = FO_VOP(loadu)(p + i);
-        if (WD) {
-            if (DECOUPLED) x = FO_VOP(mul)(x, vdecay);
-            else d = FO_VOP(add)(d, FO_VOP(mul)(vwd, x));
-        }
+        FN(fo_weight_decay_v)(&x, &d, vwd, vdecay, WD, DECOUPLED);
         const FO_V m0 = FO_VOP(loadu)(m + i);
         const FO_V mi = SMALL ? FO_VOP(add)(m0, FO_VOP(mul)(vw, FO_VOP(sub)(d, m0)))
                               : FO_VOP(sub)(d, FO_VOP(mul)(FO_VOP(sub)(d, m0), vomw));

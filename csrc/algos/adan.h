@@ -90,8 +90,7 @@ static FO_INLINE void FN(adan_body_v)(T *restrict p, const T *restrict g, T *res
         return;
     }
     FO_VEC_FOR(i, begin, end, p, g, m, md, n, pre, NULL, NULL) {
-        FO_V d = FO_VOP(mul)(vsign, FO_VOP(loadu)(g + i));
-        if (SCALED) d = FO_VOP(div)(d, vscale);
+        const FO_V d = FN(fo_grad_v)(FO_VOP(loadu)(g + i), vsign, vscale, SCALED);
         const FO_V diff = FIRST ? FO_VOP(setzero)() : FO_VOP(sub)(d, FO_VOP(loadu)(pre + i));
         const FO_V u = FO_VOP(add)(FO_VOP(mul)(diff, vb2), d);
         const FO_V mi = FO_VOP(add)(FO_VOP(mul)(FO_VOP(loadu)(m + i), vb1),

@@ -62,8 +62,7 @@ static FO_INLINE void FN(lion_body_v)(T *restrict p, const T *restrict g, T *res
 #endif
     int64_t i;
     FO_VEC_FOR(i, begin, end, p, g, m, NULL, NULL, NULL, NULL, NULL) {
-        FO_V d = FO_VOP(mul)(vsign, FO_VOP(loadu)(g + i));
-        if (SCALED) d = FO_VOP(div)(d, vscale);
+        const FO_V d = FN(fo_grad_v)(FO_VOP(loadu)(g + i), vsign, vscale, SCALED);
         FO_V x = FO_VOP(loadu)(p + i);
         if (WD) x = FO_VOP(mul)(x, vdecay);
         const FO_V mi = FO_VOP(loadu)(m + i);

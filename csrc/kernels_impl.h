@@ -532,9 +532,9 @@ static FO_INLINE void FN(fo_lane_sumsq2)(const T *restrict x, const T *restrict 
  * AdaBelief's and Adan's where their square root divided by a fixed divisor takes the
  * FMA form (fo_div_sqrt_const), whose select GCC, compiling it from C, puts on the
  * chain from the square root through the division (algos/adam.h), and Lion's, whose
- * sign is one instruction here (algos/lion.h).  Each does the C loop's operations in the same
- * order on vectors of FO_VN elements, so it gives the same bits, and leaves the last
- * elements of a range (fewer than a vector) to the C loop. */
+ * sign is one instruction here (algos/lion.h).  Each does the C loop's operations in
+ * the same order on vectors of FO_VN elements, so it gives the same bits, and leaves
+ * the last elements of a range (fewer than a vector) to the C loop. */
 #undef FO_VEC_LOOPS
 #define FO_VEC_LOOPS (FO_FAST_CDIV == 2)
 #if FO_VEC_LOOPS

@@ -54,6 +54,13 @@ static FO_INLINE void FN(adabelief_body_v)(T *restrict p, const T *restrict g,
                                            T scale, const int WD, const int DECOUPLED,
                                            const int SCALED, const int FAST)
 {
+    /* where the division divides, the C loop (see above) */
+    if (!FAST) {
+        FN(adabelief_body)(p, g, m, s, begin, end, sign, wd, decay, beta1, one_minus_beta1,
+                           beta2, one_minus_beta2, eps, bc2_sqrt, neg_step_size, scale, WD,
+                           DECOUPLED, SCALED, FAST);
+        return;
+    }
     const FO_V vsign = FO_VOP(set1)(sign), vwd = FO_VOP(set1)(wd);
     const FO_V vdecay = FO_VOP(set1)(decay), vb1 = FO_VOP(set1)(beta1);
     const FO_V vomb1 = FO_VOP(set1)(one_minus_beta1), vb2 = FO_VOP(set1)(beta2);
@@ -61,12 +68,6 @@ static FO_INLINE void FN(adabelief_body_v)(T *restrict p, const T *restrict g,
     const FO_V vnss = FO_VOP(set1)(neg_step_size), vscale = FO_VOP(set1)(scale);
     const FN(fo_cdiv_v) k = FN(fo_cdiv_v_of)(bc2_sqrt);
     int64_t i;
-    if (!FAST) {
-        FN(adabelief_body)(p, g, m, s, begin, end, sign, wd, decay, beta1, one_minus_beta1,
-                           beta2, one_minus_beta2, eps, bc2_sqrt, neg_step_size, scale, WD,
-                           DECOUPLED, SCALED, FAST);
-        return;
-    }
     FO_VEC_FOR(i, begin, end, p, g, m, s, NULL, NULL, NULL, NULL) {
         FO_V d = FN(fo_grad_v)(FO_VOP(loadu)(g + i), vsign, vscale, SCALED);
         FO_V x = FO_VOP(loadu)(p + i);

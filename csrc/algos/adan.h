@@ -73,6 +73,14 @@ static FO_INLINE void FN(adan_body_v)(T *restrict p, const T *restrict g, T *res
                                       T scale, const int WD, const int NO_PROX,
                                       const int FIRST, const int SCALED, const int FAST)
 {
+    /* where the division divides, the C loop (see above) */
+    if (!FAST) {
+        FN(adan_body)(p, g, m, md, n, pre, begin, end, sign, beta1, one_minus_beta1, beta2,
+                      one_minus_beta2, beta3, one_minus_beta3, bc3_sqrt, eps, neg_step_size,
+                      neg_step_size_diff, decay, prox, scale, WD, NO_PROX, FIRST, SCALED,
+                      FAST);
+        return;
+    }
     const FO_V vsign = FO_VOP(set1)(sign), vb1 = FO_VOP(set1)(beta1);
     const FO_V vomb1 = FO_VOP(set1)(one_minus_beta1), vb2 = FO_VOP(set1)(beta2);
     const FO_V vomb2 = FO_VOP(set1)(one_minus_beta2), vb3 = FO_VOP(set1)(beta3);
@@ -82,13 +90,6 @@ static FO_INLINE void FN(adan_body_v)(T *restrict p, const T *restrict g, T *res
     const FO_V vprox = FO_VOP(set1)(prox), vscale = FO_VOP(set1)(scale);
     const FN(fo_cdiv_v) k = FN(fo_cdiv_v_of)(bc3_sqrt);
     int64_t i;
-    if (!FAST) {
-        FN(adan_body)(p, g, m, md, n, pre, begin, end, sign, beta1, one_minus_beta1, beta2,
-                      one_minus_beta2, beta3, one_minus_beta3, bc3_sqrt, eps, neg_step_size,
-                      neg_step_size_diff, decay, prox, scale, WD, NO_PROX, FIRST, SCALED,
-                      FAST);
-        return;
-    }
     FO_VEC_FOR(i, begin, end, p, g, m, md, n, pre, NULL, NULL) {
         const FO_V d = FN(fo_grad_v)(FO_VOP(loadu)(g + i), vsign, vscale, SCALED);
         const FO_V diff = FIRST ? FO_VOP(setzero)() : FO_VOP(sub)(d, FO_VOP(loadu)(pre + i));

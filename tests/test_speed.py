@@ -3,6 +3,7 @@ step plan (and when it is rebuilt), threads, instruction-set dispatch, state pla
 flush-to-zero, and the benchmark's command line."""
 import inspect
 import json
+import math
 import os
 import threading
 import time
@@ -775,6 +776,7 @@ def test_bench_smoke(tmp_path):
     for row, algorithm in zip(rows, ALGORITHMS):
         assert row["size"] == 64 and row["dtype"] == "float32"
         assert {"fastopt", "numpy", "ceiling"} <= set(row["impls"])
+        assert row["ceiling_again_us"] > 0 and "ceiling_again" not in row["impls"]
         for impl in row["impls"].values():
             assert impl["us"] > 0 and impl["gbps"] > 0
         reads, writes = row["reads"], row["writes"]
@@ -910,7 +912,8 @@ def test_two_pass_bound_adds_the_passes_bounds(monkeypatch):
     lamb = fastopt.ALGORITHMS["lamb"]
     case = bench.Case(lamb, np.float32, 64, 1, use_torch=False)
     assert {"ceiling_first", "floor_first", "floor"} <= set(case.calls)
-    times = {"fastopt": 10.0, "numpy": 50.0, "ceiling": 6.0, "ceiling_first": 1.0,
+    times = {"fastopt": 10.0, "numpy": 50.0, "ceiling": 6.0, "ceiling_again": 6.5,
+             "ceiling_first": 1.0,
              "floor": 8.0 * case.floor_x.size / case.size,
              "floor_first": 4.0 * case.floor_x.size / case.size}
     monkeypatch.setattr(bench, "time_interleaved",
@@ -922,6 +925,9 @@ def test_two_pass_bound_adds_the_passes_bounds(monkeypatch):
     assert row["ceiling_first_us"] == pytest.approx(1.0)
     assert row["floor_first_us"] == pytest.approx(4.0)
     assert "ceiling_first" not in row["impls"] and "floor" not in row["impls"]
+    # the ceiling timed again serves the run's resolution only: not an implementation
+    assert row["ceiling_again_us"] == pytest.approx(6.5) and "ceiling_again" not in row["impls"]
+    assert row["fraction_of_ceiling"] == pytest.approx(0.6)
 
 
 def test_divider_ops_first_must_be_part_of_a_first_pass():
@@ -1179,6 +1185,38 @@ def test_bench_thread_target_is_bounded_by_the_two_thread_ceiling():
     assert "| b | 140.0 | 97.0 | 97.0 | 1.44 | 1.44 | 140.0 | 95.0 | 1.47 | 1.47 |" in table
     assert "| e | 140.0 | 100.0 | 100.0 | 1.40 | 1.40 | - | - | - | - |" in table
     assert "ceiling" not in bench.format_extra({"threads_scaling": [row("e", 140, 100)]})
+
+
+def test_bench_targets_tell_a_miss_within_the_runs_resolution_from_an_open_one():
+    # The ceiling is timed twice: twice the RMS of log(ceiling / again) over a size's
+    # rows is the run's resolution there.  A miss whose value lies within it of the
+    # bound is "at the ceiling"; one further below the bound stays open; without the
+    # second timing (JSON of earlier versions) nothing is at the ceiling.
+    from fastopt import bench
+    size = 16_000_000
+    rows = [
+        # 1.077x torch, the best 112 / 100 = 1.12: 0.96 of the bound
+        _roofline_row("a", "float32", size, 104, 100, 2000, torch_us=112),
+        # 1.091x torch, the best 1.20: 0.91 of the bound
+        _roofline_row("b", "float32", size, 110, 100, 2000, torch_us=120),
+        # the bound 1.05 misses 1.1 anyway: bounded, whatever the resolution
+        _roofline_row("c", "float32", size, 100, 100, 2000, torch_us=105),
+    ]
+    old = {t["target"]: t for t in bench.evaluate_targets({"roofline": rows})}
+    assert [c[3] for c in old["torch"]["cases"]] == ["open", "open", "bounded"]
+    assert old["torch"]["resolution"] is None
+    for row, again in zip(rows, (97.0, 103.0, 100.0)):
+        row["ceiling_again_us"] = again
+    logs = [math.log(100 / 97), math.log(100 / 103), 0.0]
+    resolution = 2 * math.sqrt(sum(x * x for x in logs) / 3)
+    assert 0.048 < resolution < 0.05   # 0.96 is within it of the bound, 0.91 is not
+    targets = {t["target"]: t for t in bench.evaluate_targets({"roofline": rows})}
+    assert targets["torch"]["resolution"] == pytest.approx(resolution)
+    assert [c[3] for c in targets["torch"]["cases"]] == ["at the ceiling", "open", "bounded"]
+    assert targets["torch"]["status"] == "not met"
+    table = bench.format_targets({"roofline": rows})
+    assert "at the ceiling: a 32; open: b 32" in table
+    assert f"(resolution {100 * math.expm1(resolution):.1f}%)" in table
 
 
 def test_bench_targets_sort_misses_by_what_bounds_them(tmp_path, capsys):

@@ -1179,6 +1179,20 @@ def test_bench_thread_target_is_bounded_by_the_two_thread_ceiling():
     assert [c[3] for c in cases] == ["met", "bounded", "ruled out", "open", "open"]
     assert cases[1][2] == pytest.approx(140 / 95)
     assert cases[4][2] is None
+    # with the two-thread ceiling timed again: the table's resolution.  f's 1.47 is
+    # 0.97 of its bound 1.52, within it: at the ceiling; d's 1.40 is 0.70 of its bound
+    # 2.0: still open; b's bound misses 1.5 anyway: bounded
+    rows = [row("a", 100, 50, 45), row("b", 140, 97, 95), row("d", 140, 100, 70),
+            row("f", 140, 95, 92)]
+    pairs = [(45, 43), (95, 99), (70, 73), (92, 95)]
+    for r, (_, again) in zip(rows, pairs):
+        r["ceiling_again_us"] = {"threads=2": again}
+    resolution = 2 * math.sqrt(sum(math.log(a / b) ** 2 for a, b in pairs) / 4)
+    assert (140 / 100) / (140 / 70) < math.exp(-resolution) < (140 / 95) / (140 / 92)
+    target = {t["target"]: t for t in bench.evaluate_targets({"threads_scaling": rows})}
+    assert target["threads"]["resolution"] == pytest.approx(resolution)
+    assert [c[3] for c in target["threads"]["cases"]] == ["met", "bounded", "open",
+                                                          "at the ceiling"]
     table = bench.format_extra(report)
     assert "ceiling threads=2 us | ceiling speedup threads=2 | most threads=2 can gain |" \
         in table

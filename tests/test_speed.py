@@ -1157,6 +1157,18 @@ def test_bench_thread_table_keeps_each_pass_and_the_best_of_them(monkeypatch):
         bench.thread_scaling(quiet=True, passes=0)
 
 
+def test_bench_thread_row_times_its_two_thread_ceiling_again():
+    # One row of the thread table, with real kernels: the ceiling with the most
+    # threads is timed a second time, kept apart from fastopt's columns.
+    from fastopt import bench
+    row = bench._thread_scaling_one(fastopt.ALGORITHMS["sgd"], 64, "float32", (1, 2), 1,
+                                    1e-4, True)
+    assert set(row["us"]) == {"threads=1", "threads=2", "default"}
+    assert set(row["ceiling_us"]) == {"threads=1", "threads=2"}
+    again = row["ceiling_again_us"]
+    assert set(again) == {"threads=2"} and again["threads=2"] > 0
+
+
 def test_bench_thread_target_is_bounded_by_the_two_thread_ceiling():
     # Two threads cannot step faster than the ceiling with two threads, so fastopt's
     # one-thread time over that is the most they can gain: a miss under it is bounded
